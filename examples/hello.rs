@@ -1,0 +1,77 @@
+//! The smallest useful embedding program, also used by the tests and benchmarks.
+//!
+//! Routes:
+//! - `/`             → `Hello, World!` (text/plain)
+//! - `/echo`         → echoes the request body, streaming (any method)
+//! - `/panic`        → the handler panics; the client gets a 500, the shard lives on
+//! - `/delay?ms=N`   → answers `done` after N milliseconds (for drain tests)
+//! - `/v1/...`       → JSON describing the mount (shows prefix stripping; `/v1` → 308)
+//!
+//! Run: `cargo run --release --example hello -- --port 5000`; every skitai flag works.
+
+use skitai::prelude::*;
+
+fn main() {
+    let engine = Engine::new()
+        .name("hello")
+        .mount(
+            "/",
+            handler_fn(|req: Request, _cx: &mut Ctx| async move {
+                if req.uri().path() == "/" {
+                    Response::text("Hello, World!")
+                } else {
+                    skitai::http::error_response(StatusCode::NOT_FOUND, req.headers().get("accept"), None)
+                }
+            }),
+        )
+        .mount(
+            "/echo",
+            handler_fn(|req: Request, _cx: &mut Ctx| async move {
+                let content_type = req.headers().get("content-type").cloned();
+                let mut res = Response::new(req.into_body());
+                if let Some(t) = content_type {
+                    res.headers_mut().insert("content-type", t);
+                }
+                res
+            }),
+        )
+        .mount(
+            "/panic",
+            handler_fn(|_req: Request, _cx: &mut Ctx| async move {
+                panic!("this handler panics on purpose");
+                #[allow(unreachable_code)]
+                Response::text("unreachable")
+            }),
+        )
+        .mount(
+            "/delay",
+            handler_fn(|req: Request, _cx: &mut Ctx| async move {
+                let ms = req
+                    .uri()
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    .min(60_000);
+                monoio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                Response::text("done")
+            }),
+        )
+        .mount(
+            "/v1/",
+            handler_fn(|req: Request, cx: &mut Ctx| {
+                let body = format!(
+                    "{{\"mount\": \"{}\", \"path\": \"{}\", \"full\": \"{}\", \"shard\": {}}}",
+                    cx.mount_point(),
+                    req.uri().path(),
+                    cx.full_path(),
+                    cx.shard_id()
+                );
+                async move { Response::json_bytes(body) }
+            }),
+        );
+    if let Err(e) = engine.run() {
+        eprintln!("hello: error: {e}");
+        std::process::exit(if e.kind() == skitai::ErrorKind::Config { 2 } else { 1 });
+    }
+}

@@ -1,0 +1,117 @@
+//! The command line shared by the `skitai` binary and every embedding program.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, IoMode, MountConfig};
+use crate::error::{Error, Result};
+
+/// skitai: a thread-per-core application engine and web server.
+#[derive(Debug, Parser)]
+#[command(name = "skitai", version, about, args_conflicts_with_subcommands = false)]
+pub struct Cli {
+    /// What to do (default: run in the foreground).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Configuration file (default: ./skitai.toml when present).
+    #[arg(short = 'c', long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Instance name.
+    #[arg(long, global = true)]
+    pub name: Option<String>,
+    /// Address to listen on.
+    #[arg(long, global = true)]
+    pub address: Option<IpAddr>,
+    /// TCP port (0 picks a free one).
+    #[arg(long, global = true)]
+    pub port: Option<u16>,
+    /// Number of shards (0 = one per core).
+    #[arg(long, global = true)]
+    pub shards: Option<usize>,
+    /// Threads in the blocking pool.
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// I/O driver.
+    #[arg(long, global = true, value_enum)]
+    pub io: Option<IoMode>,
+    /// Development mode: verbose logs and error details in responses.
+    #[arg(long, global = true, conflicts_with = "silent")]
+    pub devel: bool,
+    /// Quiet: warnings and errors only.
+    #[arg(long, global = true)]
+    pub silent: bool,
+    /// Mount a target at a path, e.g. `--mount /static=./public` (repeatable).
+    #[arg(long = "mount", global = true, value_name = "POINT=TARGET")]
+    pub mounts: Vec<String>,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Run the server in the foreground (the default).
+    Run,
+    /// Validate the configuration and exit.
+    Check,
+}
+
+impl Cli {
+    /// Applies the flags on top of `config` (flags win).
+    pub fn apply(&self, config: &mut Config) -> Result<()> {
+        if let Some(name) = &self.name {
+            config.name = name.clone();
+        }
+        let s = &mut config.server;
+        if let Some(v) = self.address {
+            s.address = v;
+        }
+        if let Some(v) = self.port {
+            s.port = v;
+        }
+        if let Some(v) = self.shards {
+            s.shards = v;
+        }
+        if let Some(v) = self.threads {
+            s.threads = v;
+        }
+        if let Some(v) = self.io {
+            s.io = v;
+        }
+        for spec in &self.mounts {
+            let (path, target) = spec
+                .split_once('=')
+                .ok_or_else(|| Error::config("--mount", format!("{spec:?} is not POINT=TARGET")))?;
+            config.mounts.push(MountConfig { path: path.to_owned(), target: target.to_owned() });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_config() {
+        let cli = Cli::try_parse_from(["skitai", "--port", "8080", "--io", "epoll", "--mount", "/s=./d", "check"]).unwrap();
+        assert_eq!(cli.command, Some(Command::Check));
+        let mut c = Config::default();
+        cli.apply(&mut c).unwrap();
+        assert_eq!(c.server.port, 8080);
+        assert_eq!(c.server.io, IoMode::Epoll);
+        assert_eq!(c.mounts[0], MountConfig { path: "/s".into(), target: "./d".into() });
+    }
+
+    #[test]
+    fn bad_mount_flag_is_named() {
+        let cli = Cli::try_parse_from(["skitai", "--mount", "nothing"]).unwrap();
+        let e = cli.apply(&mut Config::default()).unwrap_err();
+        assert!(e.to_string().starts_with("--mount:"), "{e}");
+    }
+
+    #[test]
+    fn devel_and_silent_conflict() {
+        assert!(Cli::try_parse_from(["skitai", "--devel", "--silent"]).is_err());
+    }
+}

@@ -1,0 +1,354 @@
+//! The configuration: TOML file → [`Config`] → [`Config::validate`] → CLI merge.
+//!
+//! Every field has a default, so an empty file (or none) is a working
+//! configuration. Unknown keys are errors, and every error names its key.
+
+mod size;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use size::ByteSize;
+
+use crate::error::{Error, Result};
+
+/// Default TCP port, as in Skitai.
+pub const DEFAULT_PORT: u16 = 5000;
+/// Default listen backlog per shard listener, as in Skitai.
+pub const DEFAULT_BACKLOG: u32 = 2048;
+/// Default size of the blocking thread pool.
+pub const DEFAULT_THREADS: usize = 4;
+/// Idle keep-alive timeout in seconds (Skitai's `set_keep_alive`).
+pub const DEFAULT_KEEP_ALIVE_SECS: u64 = 30;
+/// Inactivity timeout while a request is being received or answered.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+/// Time allowed to receive a whole request head; defends against slowloris.
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// Hard deadline for a graceful shutdown before stragglers are cut off.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+/// Largest request body accepted (413 above it), as in Skitai.
+pub const DEFAULT_MAX_UPLOAD_SIZE: u64 = 256 << 20;
+/// Largest request head (request line + fields) accepted (431 above it).
+pub const DEFAULT_MAX_HEADER_SIZE: u64 = 16 << 10;
+/// Most header fields accepted in one request (431 above it).
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Longest request target accepted (414 above it).
+pub const DEFAULT_MAX_URI_SIZE: u64 = 8 << 10;
+
+/// The whole configuration of one skitai instance.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Instance name: names the data directory, pid file and shared memory.
+    pub name: String,
+    /// Listener, shards and protocol limits.
+    pub server: ServerConfig,
+    /// Mount points, in the order given; lookup is by longest prefix.
+    #[serde(rename = "mount")]
+    pub mounts: Vec<MountConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { name: "skitai".to_owned(), server: ServerConfig::default(), mounts: Vec::new() }
+    }
+}
+
+/// Which I/O driver the shards run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IoMode {
+    /// io_uring when the kernel allows it, else epoll.
+    #[default]
+    Auto,
+    /// io_uring only; start-up fails if it is unavailable.
+    Uring,
+    /// epoll only.
+    Epoll,
+}
+
+/// The `[server]` section.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on (IPv4 or IPv6).
+    pub address: IpAddr,
+    /// TCP port; 0 picks a free one (all shards share it).
+    pub port: u16,
+    /// Number of shards; 0 means one per available core.
+    pub shards: usize,
+    /// Threads in the blocking pool.
+    pub threads: usize,
+    /// I/O driver choice.
+    pub io: IoMode,
+    /// Listen backlog of each shard's listener.
+    pub backlog: u32,
+    /// Idle keep-alive timeout, seconds.
+    pub keep_alive: u64,
+    /// Inactivity timeout during a request, seconds.
+    pub request_timeout: u64,
+    /// Time to receive a request head, seconds.
+    pub header_timeout: u64,
+    /// Deadline of a graceful shutdown, seconds.
+    pub shutdown_timeout: u64,
+    /// Largest request body.
+    pub max_upload_size: ByteSize,
+    /// Largest request head.
+    pub max_header_size: ByteSize,
+    /// Most header fields in one request.
+    pub max_headers: usize,
+    /// Longest request target.
+    pub max_uri_size: ByteSize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            address: IpAddr::from([0, 0, 0, 0]),
+            port: DEFAULT_PORT,
+            shards: 0,
+            threads: DEFAULT_THREADS,
+            io: IoMode::Auto,
+            backlog: DEFAULT_BACKLOG,
+            keep_alive: DEFAULT_KEEP_ALIVE_SECS,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT_SECS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT_SECS,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+            max_upload_size: ByteSize(DEFAULT_MAX_UPLOAD_SIZE),
+            max_header_size: ByteSize(DEFAULT_MAX_HEADER_SIZE),
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_uri_size: ByteSize(DEFAULT_MAX_URI_SIZE),
+        }
+    }
+}
+
+/// One `[[mount]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MountConfig {
+    /// URL prefix, starting with `/`.
+    pub path: String,
+    /// A directory, `@alias`, or the name of a handler the program registered.
+    pub target: String,
+}
+
+impl Config {
+    /// Parses a TOML document; errors name the offending key (`server.port: ...`).
+    pub fn from_toml(text: &str) -> Result<Config> {
+        let de = toml::Deserializer::parse(text).map_err(|e| Error::config("config", e.message().trim()))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let key = if path == "." { "config".to_owned() } else { path };
+            Error::config(&key, e.inner().message().trim())
+        })
+    }
+
+    /// Reads a TOML file and lays it over `self` (the program's settings):
+    /// keys in the file win, keys it leaves out keep their current value.
+    pub fn overlay_file(&self, path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config("config", format!("cannot read {}: {e}", path.display())))?;
+        self.overlay_toml(&text).map_err(|e| Error::config(&path.display().to_string(), e))
+    }
+
+    /// Lays a TOML document over `self`; see [`Config::overlay_file`].
+    pub fn overlay_toml(&self, text: &str) -> Result<Config> {
+        let file: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::config("config", e.message().trim()))?;
+        let mut base = toml::Table::try_from(self).map_err(|e| Error::config("config", e))?;
+        merge_tables(&mut base, file);
+        Config::from_toml(&toml::to_string(&base).map_err(|e| Error::config("config", e))?)
+    }
+
+    /// Checks values that parse but make no sense; the message names the key.
+    pub fn validate(&self) -> Result<()> {
+        let s = &self.server;
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(Error::config("name", "must be non-empty and use only letters, digits, '-', '_' and '.'"));
+        }
+        if s.threads == 0 {
+            return Err(Error::config("server.threads", "must be at least 1"));
+        }
+        if s.shards > 1024 {
+            return Err(Error::config("server.shards", "more than 1024 shards is surely a mistake"));
+        }
+        if s.backlog == 0 {
+            return Err(Error::config("server.backlog", "must be at least 1"));
+        }
+        for (key, value) in [
+            ("server.keep_alive", s.keep_alive),
+            ("server.request_timeout", s.request_timeout),
+            ("server.header_timeout", s.header_timeout),
+            ("server.shutdown_timeout", s.shutdown_timeout),
+        ] {
+            if value == 0 {
+                return Err(Error::config(key, "must be at least 1 second"));
+            }
+        }
+        if s.max_header_size.bytes() < 256 {
+            return Err(Error::config("server.max_header_size", "must be at least 256 bytes"));
+        }
+        if s.max_uri_size.bytes() < 16 || s.max_uri_size > s.max_header_size {
+            return Err(Error::config("server.max_uri_size", "must be between 16 bytes and max_header_size"));
+        }
+        if s.max_headers == 0 || s.max_headers > 1000 {
+            return Err(Error::config("server.max_headers", "must be between 1 and 1000"));
+        }
+        for (i, m) in self.mounts.iter().enumerate() {
+            if !m.path.starts_with('/') {
+                return Err(Error::config(&format!("mount[{i}].path"), format!("{:?} must start with '/'", m.path)));
+            }
+            if m.target.is_empty() {
+                return Err(Error::config(&format!("mount[{i}].target"), "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of shards to run: the configured one, or one per available core.
+    pub fn shard_count(&self) -> usize {
+        match self.server.shards {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        }
+    }
+
+    /// The limits the HTTP codecs enforce, derived from this configuration.
+    pub fn limits(&self) -> Limits {
+        let s = &self.server;
+        Limits {
+            max_upload_size: s.max_upload_size.bytes(),
+            max_header_size: s.max_header_size.bytes() as usize,
+            max_headers: s.max_headers,
+            max_uri_size: s.max_uri_size.bytes() as usize,
+            keep_alive: Duration::from_secs(s.keep_alive),
+            request_timeout: Duration::from_secs(s.request_timeout),
+            header_timeout: Duration::from_secs(s.header_timeout),
+        }
+    }
+
+    /// Resolves a mount target path relative to the configuration file's folder.
+    pub fn resolve_relative(base: Option<&Path>, target: &str) -> PathBuf {
+        match base {
+            Some(dir) if Path::new(target).is_relative() => dir.join(target),
+            _ => PathBuf::from(target),
+        }
+    }
+}
+
+/// Recursively lays `top` over `base`; tables merge, everything else replaces.
+fn merge_tables(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => merge_tables(b, t),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Protocol limits and timeouts, copied into every shard.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body in bytes.
+    pub max_upload_size: u64,
+    /// Largest request head in bytes.
+    pub max_header_size: usize,
+    /// Most header fields.
+    pub max_headers: usize,
+    /// Longest request target in bytes.
+    pub max_uri_size: usize,
+    /// Idle keep-alive timeout.
+    pub keep_alive: Duration,
+    /// Inactivity timeout during a request.
+    pub request_timeout: Duration,
+    /// Time to receive a whole request head.
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Config::default().limits()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_default() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.server.port, DEFAULT_PORT);
+        assert_eq!(c.server.max_upload_size.bytes(), DEFAULT_MAX_UPLOAD_SIZE);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = Config::from_toml(
+            r#"
+            name = "mysite"
+            [server]
+            address = "127.0.0.1"
+            port = 8080
+            shards = 2
+            threads = 4
+            io = "epoll"
+            keep_alive = 5
+            max_upload_size = "1MiB"
+            [[mount]]
+            path = "/"
+            target = "./public"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.name, "mysite");
+        assert_eq!(c.server.io, IoMode::Epoll);
+        assert_eq!(c.server.max_upload_size.bytes(), 1 << 20);
+        assert_eq!(c.mounts, vec![MountConfig { path: "/".into(), target: "./public".into() }]);
+    }
+
+    #[test]
+    fn type_error_names_the_key() {
+        let e = Config::from_toml("[server]\nport = \"abc\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("server.port:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::from_toml("[server]\nprot = 1\n").unwrap_err();
+        assert!(e.to_string().contains("prot"), "{e}");
+    }
+
+    #[test]
+    fn bad_size_is_named() {
+        let e = Config::from_toml("[server]\nmax_upload_size = \"lots\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("server.max_upload_size:"), "{e}");
+    }
+
+    #[test]
+    fn file_overlays_program_settings() {
+        let mut program = Config::default();
+        program.server.port = 9000;
+        program.server.keep_alive = 7;
+        let merged = program.overlay_toml("[server]\nport = 9100\n").unwrap();
+        assert_eq!(merged.server.port, 9100, "the file wins");
+        assert_eq!(merged.server.keep_alive, 7, "untouched keys keep the program's value");
+        let e = program.overlay_toml("[server]\nport = \"x\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("server.port:"), "{e}");
+    }
+
+    #[test]
+    fn validate_names_the_key() {
+        let mut c = Config::default();
+        c.server.keep_alive = 0;
+        assert!(c.validate().unwrap_err().to_string().starts_with("server.keep_alive:"));
+        let mut c = Config::default();
+        c.mounts.push(MountConfig { path: "x".into(), target: "y".into() });
+        assert!(c.validate().unwrap_err().to_string().starts_with("mount[0].path:"));
+    }
+}

@@ -1,0 +1,239 @@
+//! The engine: the builder an embedding program uses, start-up, and shutdown.
+
+mod server;
+mod signals;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Parser;
+
+pub use server::{Server, ShutdownHandle};
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::mount::HandlerFactory;
+
+/// The name of the configuration file read from the working directory when `-c` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "skitai.toml";
+
+/// What a mount point serves.
+#[derive(Clone)]
+pub enum MountTarget {
+    /// A handler built per shard.
+    Handler(Arc<dyn HandlerFactory>),
+    /// A directory, an `@alias`, or the name of a registered handler, resolved at start-up.
+    Named(String),
+}
+
+impl std::fmt::Debug for MountTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MountTarget::Handler(_) => f.write_str("MountTarget::Handler"),
+            MountTarget::Named(n) => write!(f, "MountTarget::Named({n:?})"),
+        }
+    }
+}
+
+/// Anything that can be mounted: a handler factory, or a string naming a target.
+pub trait IntoMountTarget {
+    /// Converts into a [`MountTarget`].
+    fn into_mount_target(self) -> MountTarget;
+}
+
+impl<F: HandlerFactory> IntoMountTarget for F {
+    fn into_mount_target(self) -> MountTarget {
+        MountTarget::Handler(Arc::new(self))
+    }
+}
+
+impl IntoMountTarget for &str {
+    fn into_mount_target(self) -> MountTarget {
+        MountTarget::Named(self.to_owned())
+    }
+}
+
+impl IntoMountTarget for String {
+    fn into_mount_target(self) -> MountTarget {
+        MountTarget::Named(self)
+    }
+}
+
+/// Builds and runs a skitai server; the same engine drives the `skitai` binary.
+///
+/// ```no_run
+/// use skitai::prelude::*;
+/// fn main() -> skitai::Result<()> {
+///     Engine::new()
+///         .mount("/", handler_fn(|_req, _cx| async { Response::text("Hello, World!") }))
+///         .run()
+/// }
+/// ```
+pub struct Engine {
+    config: Config,
+    mounts: Vec<(String, MountTarget)>,
+    named: HashMap<String, Arc<dyn HandlerFactory>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("config", &self.config).field("mounts", &self.mounts).finish_non_exhaustive()
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new()
+    }
+}
+
+impl Engine {
+    /// An engine with default settings and nothing mounted.
+    pub fn new() -> Engine {
+        Engine { config: Config::default(), mounts: Vec::new(), named: HashMap::new() }
+    }
+
+    /// Mounts `target` at `point` (a URL prefix starting with `/`; longest prefix wins).
+    pub fn mount(mut self, point: &str, target: impl IntoMountTarget) -> Engine {
+        self.mounts.push((point.to_owned(), target.into_mount_target()));
+        self
+    }
+
+    /// Registers a handler under `name`, so a config file can mount it with `target = "name"`.
+    pub fn handler(mut self, name: &str, factory: impl HandlerFactory) -> Engine {
+        self.named.insert(name.to_owned(), Arc::new(factory));
+        self
+    }
+
+    /// Changes the program's settings; a config file and flags still override them.
+    pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Engine {
+        f(&mut self.config);
+        self
+    }
+
+    /// Sets the instance name.
+    pub fn name(self, name: &str) -> Engine {
+        self.configure(|c| c.name = name.to_owned())
+    }
+
+    /// Sets the TCP port.
+    pub fn port(self, port: u16) -> Engine {
+        self.configure(|c| c.server.port = port)
+    }
+
+    /// Parses the process's command line and runs the command it names
+    /// (by default: serve in the foreground until SIGTERM/SIGINT).
+    pub fn run(self) -> Result<()> {
+        let cli = Cli::parse();
+        self.run_cli(cli)
+    }
+
+    /// Like [`Engine::run`] with an explicit argument list (the first item is the program name).
+    pub fn run_with_args<I, T>(self, args: I) -> Result<()>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(args).map_err(|e| Error::config("arguments", e.to_string().trim()))?;
+        self.run_cli(cli)
+    }
+
+    fn run_cli(self, cli: Cli) -> Result<()> {
+        init_logging(cli.devel, cli.silent);
+        let (config, base) = self.load_config(&cli)?;
+        match cli.command.unwrap_or(Command::Run) {
+            Command::Check => {
+                self.resolve_mounts(&config, base.as_deref())?;
+                println!("ok: configuration is valid ({} mount(s), {} shard(s))", config.mounts.len() + self.mounts.len(), config.shard_count());
+                Ok(())
+            }
+            Command::Run => {
+                let devel = cli.devel;
+                let server = self.serve_with(config, base.as_deref(), devel)?;
+                signals::install(server.shutdown_handle())?;
+                server.wait()
+            }
+        }
+    }
+
+    /// Resolves the configuration: the program's settings, then the file, then the flags.
+    fn load_config(&self, cli: &Cli) -> Result<(Config, Option<PathBuf>)> {
+        let file = match &cli.config {
+            Some(path) => Some(path.clone()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()),
+        };
+        let mut config = match &file {
+            Some(path) => self.config.overlay_file(path)?,
+            None => self.config.clone(),
+        };
+        cli.apply(&mut config)?;
+        config.validate()?;
+        let base = file.and_then(|f| f.parent().map(Path::to_path_buf));
+        Ok((config, base))
+    }
+
+    /// Starts serving with `config` (no CLI, no signal handling): for tests and
+    /// programs that manage their own lifecycle.
+    pub fn serve(self, config: Config) -> Result<Server> {
+        config.validate()?;
+        self.serve_with(config, None, false)
+    }
+
+    fn serve_with(self, config: Config, base: Option<&Path>, devel: bool) -> Result<Server> {
+        let mounts = self.resolve_mounts(&config, base)?;
+        Server::start(&config, mounts, devel)
+    }
+
+    /// Every mount as a (prefix, handler factory) pair; names and targets are checked here.
+    fn resolve_mounts(&self, config: &Config, _base: Option<&Path>) -> Result<Vec<(String, Arc<dyn HandlerFactory>)>> {
+        let mut resolved: Vec<(String, Arc<dyn HandlerFactory>)> = Vec::new();
+        let from_code = self.mounts.iter().map(|(p, t)| (format!("mount {p:?}"), p.clone(), t.clone()));
+        let from_config = config
+            .mounts
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("mount[{i}].target"), m.path.clone(), MountTarget::Named(m.target.clone())));
+        for (key, path, target) in from_code.chain(from_config) {
+            if !path.starts_with('/') {
+                return Err(Error::config(&key, format!("mount point {path:?} must start with '/'")));
+            }
+            if resolved.iter().any(|(p, _)| *p == path) {
+                return Err(Error::config(&key, format!("{path:?} is mounted twice")));
+            }
+            let factory = match target {
+                MountTarget::Handler(f) => f,
+                MountTarget::Named(name) => match self.named.get(&name) {
+                    Some(f) => f.clone(),
+                    None if name.starts_with('@') => {
+                        return Err(Error::config(&key, format!("alias {name:?} is not defined (aliases and proxying are not available yet)")));
+                    }
+                    None => {
+                        return Err(Error::config(
+                            &key,
+                            format!("{name:?} is not a registered handler (directory mounts arrive with static file serving)"),
+                        ));
+                    }
+                },
+            };
+            resolved.push((path, factory));
+        }
+        Ok(resolved)
+    }
+}
+
+/// Sets up the `tracing` subscriber once: `RUST_LOG` wins, then `--devel`
+/// (debug) or `--silent` (warnings), else info.
+fn init_logging(devel: bool, silent: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if devel {
+        "skitai=debug,info"
+    } else if silent {
+        "warn"
+    } else {
+        "info"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}

@@ -1,0 +1,162 @@
+//! A running server: its shards, their listeners, and the shutdown protocol.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, unbounded};
+use futures_channel::mpsc::UnboundedSender;
+use monoio::blocking::DefaultThreadPool;
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::mount::{HandlerFactory, ShardInfo};
+use crate::net::bind_shard_listeners;
+use crate::shard::{self, Control, ShardHandle, ShardPlan};
+
+/// A server whose shards are running.
+pub struct Server {
+    local_addr: SocketAddr,
+    shards: Vec<ShardHandle>,
+    exits: Receiver<(usize, Option<String>)>,
+    shutdown: ShutdownHandle,
+    shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("local_addr", &self.local_addr).field("shards", &self.shards.len()).finish()
+    }
+}
+
+/// A `Send` handle that starts a graceful shutdown of every shard.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    controls: Arc<Vec<UnboundedSender<Control>>>,
+    started: Arc<OnceLock<Instant>>,
+}
+
+impl ShutdownHandle {
+    /// Stops accepting, lets in-flight requests finish, closes idle connections.
+    /// Calling it again does nothing.
+    pub fn shutdown(&self) {
+        if self.started.set(Instant::now()).is_ok() {
+            for control in self.controls.iter() {
+                let _ = control.unbounded_send(Control::Drain);
+            }
+        }
+    }
+
+    /// True once [`ShutdownHandle::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.started.get().is_some()
+    }
+
+    fn started_at(&self) -> Option<Instant> {
+        self.started.get().copied()
+    }
+}
+
+impl Server {
+    /// Binds the listeners and starts one shard thread per configured shard.
+    pub(crate) fn start(config: &Config, mounts: Vec<(String, Arc<dyn HandlerFactory>)>, devel: bool) -> Result<Server> {
+        let count = config.shard_count();
+        let s = &config.server;
+        let addr = SocketAddr::new(s.address, s.port);
+        let mut listeners = bind_shard_listeners(addr, s.backlog, count)
+            .map_err(|e| Error::new(ErrorKind::Config, format!("server.port: {e}")))?;
+        let local_addr = listeners[0].local_addr().map_err(Error::from)?;
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let pool = DefaultThreadPool::new(s.threads);
+        let mounts = Arc::new(mounts);
+        let limits = config.limits();
+        let (exit_tx, exits) = unbounded();
+        let mut shards = Vec::with_capacity(count);
+        for id in 0..count {
+            let plan = ShardPlan {
+                info: ShardInfo { id, count },
+                core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
+                io: s.io,
+                limits,
+                devel,
+                listeners: vec![listeners.remove(0)],
+                mounts: mounts.clone(),
+                pool: pool.clone(),
+            };
+            let exit_tx = exit_tx.clone();
+            let handle = shard::spawn(plan, move |id, error| {
+                let _ = exit_tx.send((id, error));
+            })
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start shard {id}: {e}")))?;
+            shards.push(handle);
+        }
+        let shutdown = ShutdownHandle {
+            controls: Arc::new(shards.iter().map(|s| s.control.clone()).collect()),
+            started: Arc::new(OnceLock::new()),
+        };
+        tracing::info!("{} listening on http://{local_addr} ({count} shard(s))", config.name);
+        Ok(Server { local_addr, shards, exits, shutdown, shutdown_timeout: Duration::from_secs(s.shutdown_timeout) })
+    }
+
+    /// The address the shards listen on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that can stop this server from another thread or a signal handler.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Starts a graceful shutdown and waits for it (bounded by `shutdown_timeout`).
+    pub fn shutdown(self) -> Result<()> {
+        self.shutdown.shutdown();
+        self.wait()
+    }
+
+    /// Blocks until every shard has exited; after a shutdown starts, waits at
+    /// most `shutdown_timeout` before giving up on stragglers.
+    pub fn wait(self) -> Result<()> {
+        let mut running = self.shards.len();
+        let mut failure: Option<String> = None;
+        while running > 0 {
+            let event = match self.shutdown.started_at() {
+                None => self.exits.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(started) => {
+                    let deadline = started + self.shutdown_timeout;
+                    self.exits.recv_deadline(deadline)
+                }
+            };
+            match event {
+                Ok((id, error)) => {
+                    running -= 1;
+                    if let Some(error) = error {
+                        tracing::error!("{error}");
+                        failure.get_or_insert(error);
+                        // One shard failing brings the others down with it.
+                        self.shutdown.shutdown();
+                    } else if !self.shutdown.is_shutting_down() {
+                        tracing::error!("shard {id} stopped unexpectedly");
+                        failure.get_or_insert(format!("shard {id} stopped unexpectedly"));
+                        self.shutdown.shutdown();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    tracing::warn!("shutdown deadline of {:?} passed with {running} shard(s) still busy; exiting", self.shutdown_timeout);
+                    return Ok(());
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        for shard in self.shards {
+            let _ = shard.thread.join();
+        }
+        match failure {
+            Some(error) => Err(Error::new(ErrorKind::Internal, error)),
+            None => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+        }
+    }
+}

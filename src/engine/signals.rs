@@ -1,0 +1,30 @@
+//! Process signals: the first SIGTERM/SIGINT/SIGQUIT drains, a second one exits at once.
+
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use super::ShutdownHandle;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Exit status when a second signal cuts a graceful shutdown short.
+const FORCED_EXIT_STATUS: i32 = 1;
+
+/// Starts the signal thread for `handle`.
+pub(crate) fn install(handle: ShutdownHandle) -> Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT])
+        .map_err(|e| Error::new(ErrorKind::Internal, "cannot install signal handlers").with_source(e))?;
+    std::thread::Builder::new()
+        .name("skitai-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if handle.is_shutting_down() {
+                    tracing::warn!(signal, "second signal: exiting now");
+                    std::process::exit(FORCED_EXIT_STATUS);
+                }
+                tracing::info!(signal, "stopping: draining connections");
+                handle.shutdown();
+            }
+        })
+        .map_err(|e| Error::new(ErrorKind::Internal, "cannot start the signal thread").with_source(e))?;
+    Ok(())
+}

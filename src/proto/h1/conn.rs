@@ -1,0 +1,422 @@
+//! One HTTP/1.1 connection: read, decode every pipelined request, dispatch,
+//! encode every response into one buffer, write once.
+//!
+//! The connection owns its read half and read buffer ([`ReadSide`]). While a
+//! request with a body is being handled, the read side is lent to the body
+//! (so a handler can stream the upload, even into its response) and taken back
+//! when the response is written.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::future::LocalBoxFuture;
+use http::header::{self, HeaderValue};
+use http::{Method, StatusCode, Version};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
+
+use super::decode::{Decoded, Decoder};
+use super::encode::{self, LAST_CHUNK, encode_chunk, encode_head, status_has_no_body};
+use super::parse::{Framing, Head, parse_head};
+use crate::error::{Error, ErrorKind, Result};
+use crate::http::{Body, BodySource, Response, error_response};
+use crate::shard::ShardCtx;
+
+/// Initial capacity of a connection's read buffer; grows up to the head limit.
+const READ_BUF_SIZE: usize = 8 * 1024;
+/// Initial capacity of the write batch buffer.
+const WRITE_BUF_SIZE: usize = 8 * 1024;
+/// A full body at least this large is written straight from its buffer
+/// instead of being copied into the batch.
+const DIRECT_WRITE_MIN: usize = 64 * 1024;
+/// Unread request body we are willing to read and discard to keep a
+/// connection alive; more than this and we close instead.
+const MAX_DRAIN: u64 = 256 * 1024;
+/// A read buffer that grew past this (a large head) is replaced when idle.
+const MAX_IDLE_READ_BUF: usize = 64 * 1024;
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The read half of a connection, its buffer, and the body decoder of the
+/// request in progress.
+struct ReadSide<R> {
+    io: R,
+    buf: BytesMut,
+    decoder: Decoder,
+    /// Set when reading the body failed; the request's response becomes this error.
+    failure: Option<Error>,
+}
+
+impl<R: AsyncReadRent> ReadSide<R> {
+    /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
+    async fn fill(&mut self, timeout: Duration) -> Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_BUF_SIZE);
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let len = buf.len();
+        let cap = buf.capacity();
+        let read = self.io.read(buf.slice_mut(len..cap));
+        match monoio::time::timeout(timeout, read).await {
+            Ok((result, slice)) => {
+                self.buf = slice.into_inner();
+                Ok(result?)
+            }
+            // The buffer went with the cancelled read; the caller closes the connection.
+            Err(_) => Err(Error::new(ErrorKind::Timeout, "read timed out")),
+        }
+    }
+
+    /// The next piece of the current request body.
+    async fn body_chunk(&mut self, timeout: Duration) -> Option<Result<Bytes>> {
+        if self.failure.is_some() {
+            return Some(Err(Error::new(ErrorKind::BadRequest, "request body failed earlier")));
+        }
+        loop {
+            let err = match self.decoder.decode(&mut self.buf) {
+                Ok(Decoded::Data(bytes)) => return Some(Ok(bytes)),
+                Ok(Decoded::End) => return None,
+                Ok(Decoded::NeedMore) => match self.fill(timeout).await {
+                    Ok(0) => Error::new(ErrorKind::BadRequest, "connection closed inside the request body"),
+                    Ok(_) => continue,
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            let reported = Error::new(err.kind(), err.detail().to_owned());
+            self.failure = Some(err);
+            return Some(Err(reported));
+        }
+    }
+}
+
+/// The request body as handed to a handler: a loan of the connection's read side.
+struct H1Body<R> {
+    slot: Rc<RefCell<Option<ReadSide<R>>>>,
+    timeout: Duration,
+}
+
+impl<R: AsyncReadRent + 'static> BodySource for H1Body<R> {
+    fn next_chunk(&mut self) -> LocalBoxFuture<'_, Option<Result<Bytes>>> {
+        Box::pin(async move {
+            let Some(mut side) = self.slot.borrow_mut().take() else {
+                return Some(Err(Error::new(ErrorKind::Internal, "request body read after the response was sent")));
+            };
+            let chunk = side.body_chunk(self.timeout).await;
+            *self.slot.borrow_mut() = Some(side);
+            chunk
+        })
+    }
+
+    fn remaining(&self) -> Option<u64> {
+        self.slot.borrow().as_ref().and_then(|side| side.decoder.remaining())
+    }
+}
+
+/// Whether the connection goes on after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Serves one accepted connection until it closes.
+pub(crate) async fn serve<IO>(io: IO, peer: SocketAddr, shard: Rc<ShardCtx>, conn_key: usize)
+where
+    IO: Splitable + 'static,
+    IO::OwnedRead: AsyncReadRent + 'static,
+    IO::OwnedWrite: AsyncWriteRent + 'static,
+{
+    let (read, write) = io.into_split();
+    let mut conn = Conn {
+        side: Some(ReadSide { io: read, buf: BytesMut::with_capacity(READ_BUF_SIZE), decoder: Decoder::Done, failure: None }),
+        write,
+        out: BytesMut::with_capacity(WRITE_BUF_SIZE),
+        peer,
+        shard,
+        conn_key,
+    };
+    if let Err(e) = conn.run().await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+struct Conn<R, W> {
+    side: Option<ReadSide<R>>,
+    write: W,
+    out: BytesMut,
+    peer: SocketAddr,
+    shard: Rc<ShardCtx>,
+    conn_key: usize,
+}
+
+impl<R, W> Conn<R, W>
+where
+    R: AsyncReadRent + 'static,
+    W: AsyncWriteRent + 'static,
+{
+    async fn run(&mut self) -> Result<()> {
+        let limits = self.shard.limits;
+        let mut first_request = true;
+        // When the current (incomplete) head started arriving.
+        let mut head_started: Option<Instant> = None;
+        loop {
+            // Decode and answer every complete request in the buffer.
+            loop {
+                let side = self.side.as_mut().expect("read side present between requests");
+                let parsed = parse_head(&mut side.buf, &limits);
+                match parsed {
+                    Ok(Some(head)) => {
+                        head_started = None;
+                        first_request = false;
+                        if self.handle(head).await? == Next::Close {
+                            return self.flush_and_close().await;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.write_error(&e, Version::HTTP_11);
+                        return self.flush_and_close().await;
+                    }
+                }
+            }
+            self.flush().await?;
+
+            let side = self.side.as_mut().expect("read side present between requests");
+            let timeout = if side.buf.is_empty() {
+                if self.shard.draining() {
+                    return Ok(());
+                }
+                if side.buf.capacity() > MAX_IDLE_READ_BUF {
+                    side.buf = BytesMut::with_capacity(READ_BUF_SIZE);
+                }
+                if first_request { limits.header_timeout } else { limits.keep_alive }
+            } else {
+                let started = *head_started.get_or_insert_with(Instant::now);
+                limits.header_timeout.saturating_sub(started.elapsed())
+            };
+            let idle = side.buf.is_empty();
+            self.shard.set_idle(self.conn_key, idle);
+            let filled = side.fill(timeout).await;
+            self.shard.set_idle(self.conn_key, false);
+            match filled {
+                Ok(0) => return Ok(()),
+                Ok(_) => {
+                    if idle {
+                        head_started = Some(Instant::now());
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Timeout && !idle => {
+                    // Slowloris: part of a head arrived, the rest did not in time.
+                    self.side = None;
+                    self.write_error(&Error::new(ErrorKind::Timeout, "request head timed out"), Version::HTTP_11);
+                    return self.flush_and_close().await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Answers one request; the response is left in `out` unless it streamed.
+    async fn handle(&mut self, head: Head) -> Result<Next> {
+        let limits = self.shard.limits;
+        let Head { request, framing, keep_alive, expect_continue } = head;
+        let version = request.version();
+        let http10 = version == Version::HTTP_10;
+        let is_head = request.method() == Method::HEAD;
+        let mut keep_alive = keep_alive && !self.shard.draining();
+
+        if let Framing::Length(n) = framing {
+            if n > limits.max_upload_size {
+                // Refused before a byte of the body is read (and before any 100).
+                self.write_error(&Error::new(ErrorKind::PayloadTooLarge, "Content-Length exceeds max_upload_size"), version);
+                return Ok(Next::Close);
+            }
+        }
+
+        let accept = request.headers().get(header::ACCEPT).cloned();
+        let (parts, ()) = request.into_parts();
+        let (body, slot) = if framing == Framing::Empty {
+            (Body::empty(), None)
+        } else {
+            let mut side = self.side.take().expect("read side present between requests");
+            side.decoder = match framing {
+                Framing::Length(n) => Decoder::length(n),
+                _ => Decoder::chunked(limits.max_upload_size),
+            };
+            side.failure = None;
+            let slot = Rc::new(RefCell::new(Some(side)));
+            let source = H1Body { slot: slot.clone(), timeout: limits.request_timeout };
+            if expect_continue {
+                // Sent only now that the size check passed.
+                self.out.put_slice(CONTINUE);
+                self.flush().await?;
+            }
+            (Body::incoming(Box::new(source)), Some(slot))
+        };
+
+        let request = http::Request::from_parts(parts, body);
+        let mut response = self.shard.dispatch(request, self.peer).await;
+
+        if let Some(slot) = &slot {
+            // A body that failed (too large, malformed, timed out) decides the
+            // answer: the handler saw an error, the client gets the status.
+            if let Some(side) = slot.borrow_mut().as_mut() {
+                if let Some(failure) = side.failure.take() {
+                    response = self.error_response(&failure, accept.as_ref());
+                    keep_alive = false;
+                }
+            }
+        }
+        if response.headers().get(header::CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close")) {
+            keep_alive = false;
+        }
+
+        let written = self.write_response(response, is_head, keep_alive, http10).await;
+        if let Some(slot) = slot {
+            self.side = slot.borrow_mut().take();
+        }
+        let next = match written {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "response not completed");
+                return Ok(Next::Close);
+            }
+        };
+        if next == Next::Close {
+            return Ok(Next::Close);
+        }
+        // Keep the connection only if the rest of the request body can be skipped cheaply.
+        let Some(side) = self.side.as_mut() else { return Ok(Next::Close) };
+        if side.failure.is_some() {
+            return Ok(Next::Close);
+        }
+        if !side.decoder.is_done() {
+            if side.decoder.remaining().is_none_or(|n| n > MAX_DRAIN) {
+                return Ok(Next::Close);
+            }
+            self.flush().await?;
+            let side = self.side.as_mut().expect("checked above");
+            while let Some(chunk) = side.body_chunk(limits.request_timeout).await {
+                if chunk.is_err() {
+                    return Ok(Next::Close);
+                }
+            }
+        }
+        Ok(Next::KeepAlive)
+    }
+
+    /// Encodes `response` into the batch buffer, streaming bodies that are not in memory.
+    async fn write_response(&mut self, response: Response, is_head: bool, keep_alive: bool, http10: bool) -> Result<Next> {
+        let (parts, body) = response.into_parts();
+        let status = parts.status;
+        let no_body = status_has_no_body(status);
+        let mut keep_alive = keep_alive;
+        match body.try_into_full() {
+            Ok(full) => {
+                let len = full.as_ref().map_or(0, |b| b.len());
+                let framing = if no_body { encode::Framing::None } else { encode::Framing::Length(len as u64) };
+                encode_head(status, &parts.headers, framing, keep_alive, http10, &mut self.out);
+                if let Some(bytes) = full.filter(|_| !is_head && !no_body) {
+                    if bytes.len() >= DIRECT_WRITE_MIN {
+                        self.flush().await?;
+                        self.write_bytes(bytes).await?;
+                    } else {
+                        self.out.put_slice(&bytes);
+                    }
+                }
+            }
+            Err(mut body) => {
+                let known = body.exact_len();
+                let framing = match (no_body, known, http10) {
+                    (true, _, _) => encode::Framing::None,
+                    (false, Some(n), _) => encode::Framing::Length(n),
+                    (false, None, false) => encode::Framing::Chunked,
+                    (false, None, true) => {
+                        keep_alive = false;
+                        encode::Framing::Close
+                    }
+                };
+                encode_head(status, &parts.headers, framing, keep_alive, http10, &mut self.out);
+                if is_head || no_body {
+                    return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });
+                }
+                self.flush().await?;
+                let mut sent: u64 = 0;
+                while let Some(chunk) = body.chunk().await {
+                    let chunk = chunk.map_err(|e| Error::new(e.kind(), format!("response body failed: {e}")))?;
+                    sent += chunk.len() as u64;
+                    if framing == encode::Framing::Chunked {
+                        encode_chunk(&chunk, &mut self.out);
+                        self.flush().await?;
+                    } else {
+                        if known.is_some_and(|n| sent > n) {
+                            return Err(Error::new(ErrorKind::Internal, "response body longer than its length"));
+                        }
+                        self.write_bytes(chunk).await?;
+                    }
+                }
+                match framing {
+                    encode::Framing::Chunked => self.out.put_slice(LAST_CHUNK),
+                    encode::Framing::Length(n) if sent != n => {
+                        return Err(Error::new(ErrorKind::Internal, "response body shorter than its length"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(if keep_alive { Next::KeepAlive } else { Next::Close })
+    }
+
+    fn error_response(&self, error: &Error, accept: Option<&HeaderValue>) -> Response {
+        let status = error.status().unwrap_or(StatusCode::BAD_REQUEST);
+        let detail = self.shard.devel.then(|| error.to_string());
+        error_response(status, accept, detail.as_deref())
+    }
+
+    /// Puts an error response for a request we could not parse into the batch; the connection closes after it.
+    fn write_error(&mut self, error: &Error, version: Version) {
+        let Some(status) = error.status() else { return };
+        tracing::debug!(peer = %self.peer, %status, error = %error, "refusing request");
+        let response = self.error_response(error, None);
+        let (parts, body) = response.into_parts();
+        let bytes = body.try_into_full().ok().flatten().unwrap_or_default();
+        encode_head(status, &parts.headers, encode::Framing::Length(bytes.len() as u64), false, version == Version::HTTP_10, &mut self.out);
+        self.out.put_slice(&bytes);
+    }
+
+    /// Writes the batch buffer, if it holds anything.
+    async fn flush(&mut self) -> Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let timeout = self.shard.limits.request_timeout;
+        match monoio::time::timeout(timeout, self.write.write_all(out)).await {
+            Ok((result, mut out)) => {
+                result?;
+                out.clear();
+                self.out = out;
+                Ok(())
+            }
+            Err(_) => Err(Error::new(ErrorKind::Timeout, "write stalled")),
+        }
+    }
+
+    async fn write_bytes(&mut self, bytes: Bytes) -> Result<()> {
+        let timeout = self.shard.limits.request_timeout;
+        match monoio::time::timeout(timeout, self.write.write_all(bytes)).await {
+            Ok((result, _)) => result.map(drop).map_err(Error::from),
+            Err(_) => Err(Error::new(ErrorKind::Timeout, "write stalled")),
+        }
+    }
+
+    async fn flush_and_close(&mut self) -> Result<()> {
+        self.flush().await?;
+        let _ = self.write.shutdown().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+//! HTTP/1.1 response heads and chunked framing, written into a batch buffer.
+
+use bytes::{BufMut, BytesMut};
+use http::header::{self, HeaderMap};
+use http::StatusCode;
+
+use crate::http::SERVER_NAME;
+use crate::http::date::http_date;
+
+/// How the response body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Delimited by closing the connection (HTTP/1.0 clients and streams).
+    Close,
+    /// No body and no length fields (1xx, 204, 304).
+    None,
+}
+
+/// True when `status` never carries a body (RFC 9110 §6.4.1).
+pub(crate) fn status_has_no_body(status: StatusCode) -> bool {
+    status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
+}
+
+/// Writes the status line, default fields, the handler's fields and framing.
+///
+/// Fields that describe framing or persistence (`Content-Length`,
+/// `Transfer-Encoding`, `Connection`) come from the connection, never from
+/// the handler, so a handler cannot desynchronise the stream.
+pub(crate) fn encode_head(
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+    http10_client: bool,
+    dst: &mut BytesMut,
+) {
+    dst.reserve(256);
+    dst.put_slice(b"HTTP/1.1 ");
+    dst.put_slice(status.as_str().as_bytes());
+    dst.put_u8(b' ');
+    dst.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    dst.put_slice(b"\r\n");
+    if !headers.contains_key(header::SERVER) {
+        dst.put_slice(b"Server: ");
+        dst.put_slice(SERVER_NAME.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    if !headers.contains_key(header::DATE) {
+        dst.put_slice(b"Date: ");
+        dst.put_slice(&http_date());
+        dst.put_slice(b"\r\n");
+    }
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::CONNECTION {
+            continue;
+        }
+        dst.put_slice(name.as_str().as_bytes());
+        dst.put_slice(b": ");
+        dst.put_slice(value.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) => {
+            dst.put_slice(b"Content-Length: ");
+            dst.put_slice(itoa::Buffer::new().format(n).as_bytes());
+            dst.put_slice(b"\r\n");
+        }
+        Framing::Chunked => dst.put_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::Close | Framing::None => {}
+    }
+    if !keep_alive {
+        dst.put_slice(b"Connection: close\r\n");
+    } else if http10_client {
+        dst.put_slice(b"Connection: keep-alive\r\n");
+    }
+    dst.put_slice(b"\r\n");
+}
+
+/// Writes one chunk (size line, data, CRLF); empty data is skipped because a
+/// zero-size chunk would end the body.
+pub(crate) fn encode_chunk(data: &[u8], dst: &mut BytesMut) {
+    if data.is_empty() {
+        return;
+    }
+    dst.reserve(data.len() + 20);
+    let mut hex = [0u8; 16];
+    let digits = format_hex(data.len(), &mut hex);
+    dst.put_slice(digits);
+    dst.put_slice(b"\r\n");
+    dst.put_slice(data);
+    dst.put_slice(b"\r\n");
+}
+
+/// The last chunk and an empty trailer section.
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+fn format_hex(mut n: usize, out: &mut [u8; 16]) -> &[u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = DIGITS[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    &out[i..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::HeaderValue;
+
+    fn head(framing: Framing, keep_alive: bool, http10: bool) -> String {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
+        let mut dst = BytesMut::new();
+        encode_head(StatusCode::OK, &h, framing, keep_alive, http10, &mut dst);
+        String::from_utf8(dst.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn length_framed_head() {
+        let s = head(Framing::Length(13), true, false);
+        assert!(s.starts_with("HTTP/1.1 200 OK\r\nServer: skitai/"), "{s}");
+        assert!(s.contains("\r\nDate: ") && s.contains(" GMT\r\n"));
+        assert!(s.contains("\r\ncontent-type: text/plain\r\n"));
+        assert!(s.contains("\r\nContent-Length: 13\r\n"));
+        assert!(!s.contains("999"), "the handler's length is not trusted");
+        assert!(!s.contains("Connection"));
+        assert!(s.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn persistence_fields() {
+        assert!(head(Framing::Chunked, false, false).contains("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"));
+        assert!(head(Framing::Length(1), true, true).contains("Connection: keep-alive\r\n"));
+    }
+
+    #[test]
+    fn chunks() {
+        let mut dst = BytesMut::new();
+        encode_chunk(&[b'x'; 26], &mut dst);
+        encode_chunk(b"", &mut dst);
+        assert!(dst.starts_with(b"1a\r\nxxxx"));
+        assert!(dst.ends_with(b"x\r\n"));
+        assert_eq!(dst.len(), 4 + 26 + 2);
+    }
+}

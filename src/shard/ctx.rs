@@ -1,0 +1,199 @@
+//! Shard-local state shared by every connection on the shard.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::panic::AssertUnwindSafe;
+use std::task::Waker;
+
+use futures_util::FutureExt;
+use http::header::{self, HeaderValue, LOCATION};
+use http::{StatusCode, Uri};
+use slab::Slab;
+
+use crate::config::Limits;
+use crate::http::{Request, Response, error_response};
+use crate::mount::{Ctx, Lookup, MountTable};
+
+/// A live connection as the shard sees it: enough to close it when draining.
+struct ConnEntry {
+    fd: RawFd,
+    idle: bool,
+}
+
+/// Everything a connection needs from its shard. Lives in an `Rc` on the
+/// shard thread; nothing here is shared with other threads.
+pub(crate) struct ShardCtx {
+    pub(crate) id: usize,
+    pub(crate) limits: Limits,
+    pub(crate) devel: bool,
+    mounts: MountTable,
+    draining: Cell<bool>,
+    conns: RefCell<Slab<ConnEntry>>,
+    closed_waker: Cell<Option<Waker>>,
+}
+
+impl ShardCtx {
+    pub(crate) fn new(id: usize, limits: Limits, devel: bool, mounts: MountTable) -> ShardCtx {
+        ShardCtx {
+            id,
+            limits,
+            devel,
+            mounts,
+            draining: Cell::new(false),
+            conns: RefCell::new(Slab::with_capacity(1024)),
+            closed_waker: Cell::new(None),
+        }
+    }
+
+    /// True once a graceful shutdown started.
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Records a new connection; the key identifies it until [`Self::unregister`].
+    pub(crate) fn register(&self, fd: RawFd) -> usize {
+        self.conns.borrow_mut().insert(ConnEntry { fd, idle: false })
+    }
+
+    /// Forgets a closed connection and wakes the drain waiter when it was the last.
+    pub(crate) fn unregister(&self, key: usize) {
+        let mut conns = self.conns.borrow_mut();
+        conns.remove(key);
+        if conns.is_empty() {
+            if let Some(waker) = self.closed_waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Open connections on this shard.
+    pub(crate) fn open_connections(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// Marks a connection as waiting for its next request (or not).
+    pub(crate) fn set_idle(&self, key: usize, idle: bool) {
+        if let Some(entry) = self.conns.borrow_mut().get_mut(key) {
+            entry.idle = idle;
+        }
+    }
+
+    /// Starts draining: idle connections are shut for reading so their
+    /// pending read ends now; busy ones close after their current response.
+    pub(crate) fn start_drain(&self) {
+        self.draining.set(true);
+        for (_, entry) in self.conns.borrow().iter() {
+            if entry.idle {
+                // SAFETY: the fd belongs to a connection that is still
+                // registered, so it is open; shutdown(2) does not close it,
+                // it only ends reads, which wakes the pending read with EOF.
+                unsafe { libc::shutdown(entry.fd, libc::SHUT_RD) };
+            }
+        }
+    }
+
+    /// Resolves once every connection on the shard has closed.
+    pub(crate) async fn all_closed(&self) {
+        std::future::poll_fn(|cx| {
+            if self.conns.borrow().is_empty() {
+                std::task::Poll::Ready(())
+            } else {
+                self.closed_waker.set(Some(cx.waker().clone()));
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Routes a request through the mount table to its handler. A handler
+    /// panic becomes a 500; the shard keeps serving.
+    pub(crate) async fn dispatch(&self, mut req: Request, peer: SocketAddr) -> Response {
+        let (mount, strip) = match self.mounts.lookup(req.uri().path()) {
+            Lookup::Found { mount, strip } => (mount, strip),
+            Lookup::AddSlash => return add_slash_redirect(req.uri()),
+            Lookup::NotFound => return error_response(StatusCode::NOT_FOUND, req.headers().get(header::ACCEPT), None),
+        };
+        let accept = req.headers().get(header::ACCEPT).cloned();
+        let original_uri = req.uri().clone();
+        if strip > 0 {
+            match strip_prefix(req.uri(), strip) {
+                Some(uri) => *req.uri_mut() = uri,
+                None => return error_response(StatusCode::BAD_REQUEST, accept.as_ref(), None),
+            }
+        }
+        let mut cx = Ctx {
+            peer,
+            shard: self.id,
+            mount_point: mount.prefix.clone(),
+            version: req.version(),
+            original_uri,
+            devel: self.devel,
+        };
+        let handler = &mount.handler;
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req, &mut cx))) {
+            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+            Err(panic) => Err(panic),
+        };
+        outcome.unwrap_or_else(|panic| {
+            let message = panic_message(&*panic);
+            tracing::error!(shard = self.id, path = cx.full_path(), panic = %message, "handler panicked");
+            let detail = self.devel.then(|| format!("handler panicked: {message}"));
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, accept.as_ref(), detail.as_deref())
+        })
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// The request target below the mount point: `/api/users?x` → `/users?x`.
+fn strip_prefix(uri: &Uri, strip: usize) -> Option<Uri> {
+    let path = &uri.path()[strip..];
+    let path = if path.is_empty() { "/" } else { path };
+    let target = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    target.parse().ok()
+}
+
+/// 308 to the same target with a `/` after the path (RFC 9110 §15.4.9 keeps the method).
+fn add_slash_redirect(uri: &Uri) -> Response {
+    let location = match uri.query() {
+        Some(q) => format!("{}/?{q}", uri.path()),
+        None => format!("{}/", uri.path()),
+    };
+    let mut res = error_response(StatusCode::PERMANENT_REDIRECT, None, None);
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(LOCATION, value);
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_mount_prefix_and_keeps_query() {
+        let uri: Uri = "/api/users?x=1".parse().unwrap();
+        assert_eq!(strip_prefix(&uri, 4).unwrap(), "/users?x=1");
+        let uri: Uri = "/api".parse().unwrap();
+        assert_eq!(strip_prefix(&uri, 4).unwrap(), "/");
+    }
+
+    #[test]
+    fn redirect_adds_slash_before_query() {
+        let res = add_slash_redirect(&"/x?a=b".parse().unwrap());
+        assert_eq!(res.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(res.headers()[LOCATION], "/x/?a=b");
+    }
+}
