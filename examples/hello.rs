@@ -53,7 +53,7 @@ fn main() {
                     .and_then(|v| v.parse::<u64>().ok())
                     .unwrap_or(0)
                     .min(60_000);
-                monoio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                skitai::time::sleep(std::time::Duration::from_millis(ms)).await;
                 Response::text("done")
             }),
         )

@@ -23,6 +23,12 @@ pub use mount::{Ctx, Handler, HandlerFactory, HandlerFn, PerShard, ShardInfo, Sh
 /// Re-exports of the `http` crate's types used in handler signatures.
 pub use ::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, header};
 
+/// Timers for handlers on a shard (`sleep`, `timeout`, `interval`), from the shard's runtime.
+pub use monoio::time;
+
+/// Spawns a task on the current shard (the future need not be `Send`).
+pub use monoio::spawn;
+
 /// What most programs need: `use skitai::prelude::*;`.
 pub mod prelude {
     pub use crate::http::{Body, Request, Response, ResponseExt};
@@ -32,3 +38,98 @@ pub mod prelude {
 
 #[doc(hidden)]
 pub use futures_util as __futures;
+
+/// Entry points for the fuzz targets (`tests/fuzz`) and micro-benchmarks (`perf/`);
+/// not a stable API.
+#[doc(hidden)]
+pub mod internals {
+    use bytes::BytesMut;
+    use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+    use http::StatusCode;
+
+    use crate::config::Limits;
+    use crate::proto::h1::decode::{Decoded, Decoder};
+    use crate::proto::h1::encode::{Framing, encode_head};
+    use crate::proto::h1::parse::parse_head;
+
+    /// Parses `data` as a stream of pipelined request heads until it errors or needs more;
+    /// returns the number of heads parsed. Must never panic.
+    pub fn request_heads(data: &[u8]) -> usize {
+        let limits = Limits::default();
+        let mut buf = BytesMut::from(data);
+        let mut count = 0;
+        while let Ok(Some(_)) = parse_head(&mut buf, &limits) {
+            count += 1;
+        }
+        count
+    }
+
+    /// Decodes `data` as a chunked body fed in pieces of `step` bytes; returns
+    /// the body, or `None` if it is malformed or incomplete. Must never panic.
+    pub fn chunked_body(data: &[u8], step: usize) -> Option<Vec<u8>> {
+        let step = step.max(1);
+        let mut decoder = Decoder::chunked(u64::MAX);
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let mut fed = 0;
+        loop {
+            match decoder.decode(&mut buf).ok()? {
+                Decoded::Data(d) => body.extend_from_slice(&d),
+                Decoded::End => return Some(body),
+                Decoded::NeedMore => {
+                    if fed == data.len() {
+                        return None;
+                    }
+                    let end = (fed + step).min(data.len());
+                    buf.extend_from_slice(&data[fed..end]);
+                    fed = end;
+                }
+            }
+        }
+    }
+
+    /// Encodes the head of a 13-byte `text/plain` 200 response into `dst`.
+    pub fn encode_hello_head(dst: &mut BytesMut) {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        encode_head(StatusCode::OK, &headers, Framing::Length(13), true, false, dst);
+    }
+
+    /// A mount table with handlers that are never called, for lookup benchmarks.
+    pub struct MountLookup(crate::mount::MountTable);
+
+    impl std::fmt::Debug for MountLookup {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("MountLookup")
+        }
+    }
+
+    impl MountLookup {
+        /// A table with `prefixes` mounted.
+        pub fn new(prefixes: &[&str]) -> MountLookup {
+            struct Never;
+            impl crate::Handler for Never {
+                fn call<'a>(
+                    &'a self,
+                    _req: crate::http::Request,
+                    _cx: &'a mut crate::Ctx,
+                ) -> futures_util::future::LocalBoxFuture<'a, crate::http::Response> {
+                    unreachable!("benchmarks only look up")
+                }
+            }
+            let mounts = prefixes
+                .iter()
+                .map(|p| crate::mount::Mount { prefix: std::rc::Rc::from(*p), handler: std::rc::Rc::new(Never) })
+                .collect();
+            MountLookup(crate::mount::MountTable::new(mounts))
+        }
+
+        /// The length of the matched prefix, if any.
+        pub fn lookup(&self, path: &str) -> Option<usize> {
+            match self.0.lookup(path) {
+                crate::mount::Lookup::Found { mount, .. } => Some(mount.prefix.len()),
+                _ => None,
+            }
+        }
+    }
+}

@@ -142,6 +142,7 @@ impl Engine {
 
     fn run_cli(self, cli: Cli) -> Result<()> {
         init_logging(cli.devel, cli.silent);
+        install_panic_hook();
         let (config, base) = self.load_config(&cli)?;
         match cli.command.unwrap_or(Command::Run) {
             Command::Check => {
@@ -221,6 +222,22 @@ impl Engine {
         }
         Ok(resolved)
     }
+}
+
+/// Logs panics as one error line (handler panics become 500s and are
+/// expected to be rare, but they must be visible without a backtrace flood).
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".to_owned());
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(thread = thread.name().unwrap_or("?"), %location, "panic: {message}");
+    }));
 }
 
 /// Sets up the `tracing` subscriber once: `RUST_LOG` wins, then `--devel`

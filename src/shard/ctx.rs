@@ -137,7 +137,7 @@ impl ShardCtx {
         };
         outcome.unwrap_or_else(|panic| {
             let message = panic_message(&*panic);
-            tracing::error!(shard = self.id, path = cx.full_path(), panic = %message, "handler panicked");
+            tracing::debug!(shard = self.id, path = cx.full_path(), panic = %message, "handler panicked; answering 500");
             let detail = self.devel.then(|| format!("handler panicked: {message}"));
             error_response(StatusCode::INTERNAL_SERVER_ERROR, accept.as_ref(), detail.as_deref())
         })

@@ -176,6 +176,11 @@ fn body_framing(headers: &HeaderMap, version: Version) -> Result<Framing> {
                 codings.push(coding);
             }
         }
+        // has_te and no empty codings: the list is non-empty.
+        let earlier = &codings[..codings.len() - 1];
+        if earlier.iter().any(|c| c.eq_ignore_ascii_case("chunked")) {
+            return Err(bad("chunked applied more than once"));
+        }
         return match codings.as_slice() {
             [only] if only.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
             [.., last] if last.eq_ignore_ascii_case("chunked") => {
