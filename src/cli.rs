@@ -10,7 +10,12 @@ use crate::error::{Error, Result};
 
 /// skitai: a thread-per-core application engine and web server.
 #[derive(Debug, Parser)]
-#[command(name = "skitai", version, about, args_conflicts_with_subcommands = false)]
+#[command(
+    name = "skitai",
+    version,
+    about,
+    args_conflicts_with_subcommands = false
+)]
 pub struct Cli {
     /// What to do (default: run in the foreground).
     #[command(subcommand)]
@@ -82,7 +87,10 @@ impl Cli {
             let (path, target) = spec
                 .split_once('=')
                 .ok_or_else(|| Error::config("--mount", format!("{spec:?} is not POINT=TARGET")))?;
-            config.mounts.push(MountConfig { path: path.to_owned(), target: target.to_owned() });
+            config.mounts.push(MountConfig {
+                path: path.to_owned(),
+                target: target.to_owned(),
+            });
         }
         Ok(())
     }
@@ -94,13 +102,22 @@ mod tests {
 
     #[test]
     fn flags_override_config() {
-        let cli = Cli::try_parse_from(["skitai", "--port", "8080", "--io", "epoll", "--mount", "/s=./d", "check"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "skitai", "--port", "8080", "--io", "epoll", "--mount", "/s=./d", "check",
+        ])
+        .unwrap();
         assert_eq!(cli.command, Some(Command::Check));
         let mut c = Config::default();
         cli.apply(&mut c).unwrap();
         assert_eq!(c.server.port, 8080);
         assert_eq!(c.server.io, IoMode::Epoll);
-        assert_eq!(c.mounts[0], MountConfig { path: "/s".into(), target: "./d".into() });
+        assert_eq!(
+            c.mounts[0],
+            MountConfig {
+                path: "/s".into(),
+                target: "./d".into()
+            }
+        );
     }
 
     #[test]

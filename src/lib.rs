@@ -16,9 +16,14 @@ mod net;
 mod proto;
 mod shard;
 
-pub use engine::{DEFAULT_CONFIG_FILE, Engine, IntoMountTarget, MountTarget, Server, ShutdownHandle};
+pub use engine::{
+    DEFAULT_CONFIG_FILE, Engine, IntoMountTarget, MountTarget, Server, ShutdownHandle,
+};
 pub use error::{Error, ErrorKind, Result};
-pub use mount::{Ctx, Handler, HandlerFactory, HandlerFn, PerShard, ShardInfo, Shared, handler_fn, per_shard, shared};
+pub use mount::{
+    Ctx, Handler, HandlerFactory, HandlerFn, PerShard, ShardInfo, Shared, handler_fn, per_shard,
+    shared,
+};
 
 /// Re-exports of the `http` crate's types used in handler signatures.
 pub use ::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, header};
@@ -32,7 +37,9 @@ pub use monoio::spawn;
 /// What most programs need: `use skitai::prelude::*;`.
 pub mod prelude {
     pub use crate::http::{Body, Request, Response, ResponseExt};
-    pub use crate::{Ctx, Engine, Handler, HandlerFactory, ShardInfo, StatusCode, handler_fn, per_shard, shared};
+    pub use crate::{
+        Ctx, Engine, Handler, HandlerFactory, ShardInfo, StatusCode, handler_fn, per_shard, shared,
+    };
     pub use futures_util::future::LocalBoxFuture;
 }
 
@@ -44,8 +51,8 @@ pub use futures_util as __futures;
 #[doc(hidden)]
 pub mod internals {
     use bytes::BytesMut;
-    use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
     use http::StatusCode;
+    use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
     use crate::config::Limits;
     use crate::proto::h1::decode::{Decoded, Decoder};
@@ -91,8 +98,18 @@ pub mod internals {
     /// Encodes the head of a 13-byte `text/plain` 200 response into `dst`.
     pub fn encode_hello_head(dst: &mut BytesMut) {
         let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        encode_head(StatusCode::OK, &headers, Framing::Length(13), true, false, dst);
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        encode_head(
+            StatusCode::OK,
+            &headers,
+            Framing::Length(13),
+            true,
+            false,
+            dst,
+        );
     }
 
     /// A mount table with handlers that are never called, for lookup benchmarks.
@@ -113,13 +130,17 @@ pub mod internals {
                     &'a self,
                     _req: crate::http::Request,
                     _cx: &'a mut crate::Ctx,
-                ) -> futures_util::future::LocalBoxFuture<'a, crate::http::Response> {
+                ) -> futures_util::future::LocalBoxFuture<'a, crate::http::Response>
+                {
                     unreachable!("benchmarks only look up")
                 }
             }
             let mounts = prefixes
                 .iter()
-                .map(|p| crate::mount::Mount { prefix: std::rc::Rc::from(*p), handler: std::rc::Rc::new(Never) })
+                .map(|p| crate::mount::Mount {
+                    prefix: std::rc::Rc::from(*p),
+                    handler: std::rc::Rc::new(Never),
+                })
                 .collect();
             MountLookup(crate::mount::MountTable::new(mounts))
         }

@@ -21,9 +21,13 @@ impl FromStr for ByteSize {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
         let (number, unit) = s.split_at(split);
-        let number: f64 = number.parse().map_err(|_| format!("{s:?} is not a size (try \"16KiB\" or 1024)"))?;
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size (try \"16KiB\" or 1024)"))?;
         let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" => 1000,
@@ -32,7 +36,11 @@ impl FromStr for ByteSize {
             "mib" => 1 << 20,
             "g" | "gb" => 1000 * 1000 * 1000,
             "gib" => 1 << 30,
-            other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)")),
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+                ));
+            }
         };
         let bytes = number * multiplier as f64;
         if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
@@ -63,7 +71,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                 f.write_str("a size in bytes or a string like \"256MiB\"")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
                 Ok(ByteSize(v))

@@ -14,6 +14,9 @@ use crate::mount::{HandlerFactory, ShardInfo};
 use crate::net::bind_shard_listeners;
 use crate::shard::{self, Control, ShardHandle, ShardPlan};
 
+/// How often [`Server::wait`] looks for a shutdown started elsewhere.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+
 /// A server whose shards are running.
 pub struct Server {
     local_addr: SocketAddr,
@@ -25,7 +28,10 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("local_addr", &self.local_addr).field("shards", &self.shards.len()).finish()
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("shards", &self.shards.len())
+            .finish()
     }
 }
 
@@ -59,7 +65,11 @@ impl ShutdownHandle {
 
 impl Server {
     /// Binds the listeners and starts one shard thread per configured shard.
-    pub(crate) fn start(config: &Config, mounts: Vec<(String, Arc<dyn HandlerFactory>)>, devel: bool) -> Result<Server> {
+    pub(crate) fn start(
+        config: &Config,
+        mounts: Vec<(String, Arc<dyn HandlerFactory>)>,
+        devel: bool,
+    ) -> Result<Server> {
         let count = config.shard_count();
         let s = &config.server;
         let addr = SocketAddr::new(s.address, s.port);
@@ -87,15 +97,26 @@ impl Server {
             let handle = shard::spawn(plan, move |id, error| {
                 let _ = exit_tx.send((id, error));
             })
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start shard {id}: {e}")))?;
+            .map_err(|e| {
+                Error::new(ErrorKind::Internal, format!("cannot start shard {id}: {e}"))
+            })?;
             shards.push(handle);
         }
         let shutdown = ShutdownHandle {
             controls: Arc::new(shards.iter().map(|s| s.control.clone()).collect()),
             started: Arc::new(OnceLock::new()),
         };
-        tracing::info!("{} listening on http://{local_addr} ({count} shard(s))", config.name);
-        Ok(Server { local_addr, shards, exits, shutdown, shutdown_timeout: Duration::from_secs(s.shutdown_timeout) })
+        tracing::info!(
+            "{} listening on http://{local_addr} ({count} shard(s))",
+            config.name
+        );
+        Ok(Server {
+            local_addr,
+            shards,
+            exits,
+            shutdown,
+            shutdown_timeout: Duration::from_secs(s.shutdown_timeout),
+        })
     }
 
     /// The address the shards listen on (useful with port 0).
@@ -121,11 +142,12 @@ impl Server {
         let mut failure: Option<String> = None;
         while running > 0 {
             let event = match self.shutdown.started_at() {
-                None => self.exits.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(started) => {
-                    let deadline = started + self.shutdown_timeout;
-                    self.exits.recv_deadline(deadline)
-                }
+                // Poll so that a shutdown started from another thread arms the deadline.
+                None => match self.exits.recv_timeout(SHUTDOWN_POLL) {
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    other => other,
+                },
+                Some(started) => self.exits.recv_deadline(started + self.shutdown_timeout),
             };
             match event {
                 Ok((id, error)) => {
@@ -142,7 +164,10 @@ impl Server {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    tracing::warn!("shutdown deadline of {:?} passed with {running} shard(s) still busy; exiting", self.shutdown_timeout);
+                    tracing::warn!(
+                        "shutdown deadline of {:?} passed with {running} shard(s) still busy; exiting",
+                        self.shutdown_timeout
+                    );
                     return Ok(());
                 }
                 Err(RecvTimeoutError::Disconnected) => break,

@@ -9,8 +9,8 @@ pub(crate) use body::BodySource;
 pub use error_page::error_response;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue, LOCATION};
 use http::StatusCode;
+use http::header::{CONTENT_TYPE, HeaderValue, LOCATION};
 
 /// A request as handlers see it.
 pub type Request = http::Request<Body>;
@@ -36,7 +36,8 @@ pub trait ResponseExt: Sized {
 
 fn with_type(body: Bytes, content_type: &'static str) -> Response {
     let mut res = http::Response::new(Body::full(body));
-    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
 }
 

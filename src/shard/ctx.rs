@@ -53,7 +53,9 @@ impl ShardCtx {
 
     /// Records a new connection; the key identifies it until [`Self::unregister`].
     pub(crate) fn register(&self, fd: RawFd) -> usize {
-        self.conns.borrow_mut().insert(ConnEntry { fd, idle: false })
+        self.conns
+            .borrow_mut()
+            .insert(ConnEntry { fd, idle: false })
     }
 
     /// Forgets a closed connection and wakes the drain waiter when it was the last.
@@ -112,7 +114,13 @@ impl ShardCtx {
         let (mount, strip) = match self.mounts.lookup(req.uri().path()) {
             Lookup::Found { mount, strip } => (mount, strip),
             Lookup::AddSlash => return add_slash_redirect(req.uri()),
-            Lookup::NotFound => return error_response(StatusCode::NOT_FOUND, req.headers().get(header::ACCEPT), None),
+            Lookup::NotFound => {
+                return error_response(
+                    StatusCode::NOT_FOUND,
+                    req.headers().get(header::ACCEPT),
+                    None,
+                );
+            }
         };
         let accept = req.headers().get(header::ACCEPT).cloned();
         let original_uri = req.uri().clone();
@@ -131,10 +139,11 @@ impl ShardCtx {
             devel: self.devel,
         };
         let handler = &mount.handler;
-        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req, &mut cx))) {
-            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
-            Err(panic) => Err(panic),
-        };
+        let outcome =
+            match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req, &mut cx))) {
+                Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                Err(panic) => Err(panic),
+            };
         outcome.unwrap_or_else(|panic| {
             let message = panic_message(&*panic);
             tracing::debug!(shard = self.id, path = cx.full_path(), panic = %message, "handler panicked; answering 500");

@@ -53,26 +53,53 @@ pub(crate) struct ShardHandle {
 
 /// Starts a shard thread. `on_exit` runs on the shard thread when it ends, with
 /// an error message if the shard could not run.
-pub(crate) fn spawn(plan: ShardPlan, on_exit: impl FnOnce(usize, Option<String>) + Send + 'static) -> std::io::Result<ShardHandle> {
+pub(crate) fn spawn(
+    plan: ShardPlan,
+    on_exit: impl FnOnce(usize, Option<String>) + Send + 'static,
+) -> std::io::Result<ShardHandle> {
     let (control, control_rx) = unbounded();
     let id = plan.info.id;
-    let thread = std::thread::Builder::new().name(format!("skitai-shard-{id}")).spawn(move || {
-        let result = run_shard(plan, control_rx);
-        on_exit(id, result.err());
-    })?;
+    let thread = std::thread::Builder::new()
+        .name(format!("skitai-shard-{id}"))
+        .spawn(move || {
+            let result = run_shard(plan, control_rx);
+            on_exit(id, result.err());
+        })?;
     Ok(ShardHandle { control, thread })
 }
 
 fn run_shard(plan: ShardPlan, control: UnboundedReceiver<Control>) -> Result<(), String> {
-    let ShardPlan { info, core, io, limits, devel, listeners, mounts, pool } = plan;
+    let ShardPlan {
+        info,
+        core,
+        io,
+        limits,
+        devel,
+        listeners,
+        mounts,
+        pool,
+    } = plan;
     let pinned = core.is_some_and(core_affinity::set_for_current);
     let report = |choice: &driver::DriverChoice| {
-        let core = core.filter(|_| pinned).map_or_else(|| "unpinned".to_owned(), |c| format!("core {}", c.id));
-        tracing::info!("shard {}: driver={} ({}), {core}", info.id, choice.name, choice.why);
+        let core = core
+            .filter(|_| pinned)
+            .map_or_else(|| "unpinned".to_owned(), |c| format!("core {}", c.id));
+        tracing::info!(
+            "shard {}: driver={} ({}), {core}",
+            info.id,
+            choice.name,
+            choice.why
+        );
     };
     driver::run_on_driver(io, pool, report, move || async move {
         let table = MountTable::new(
-            mounts.iter().map(|(prefix, factory)| Mount { prefix: Rc::from(prefix.as_str()), handler: factory.build(&info) }).collect(),
+            mounts
+                .iter()
+                .map(|(prefix, factory)| Mount {
+                    prefix: Rc::from(prefix.as_str()),
+                    handler: factory.build(&info),
+                })
+                .collect(),
         );
         let ctx = Rc::new(ShardCtx::new(info.id, limits, devel, table));
         shard_main(ctx, listeners, control).await
@@ -80,10 +107,15 @@ fn run_shard(plan: ShardPlan, control: UnboundedReceiver<Control>) -> Result<(),
     .map_err(|e| format!("shard {}: {e}", info.id))?
 }
 
-async fn shard_main(ctx: Rc<ShardCtx>, listeners: Vec<StdTcpListener>, mut control: UnboundedReceiver<Control>) -> Result<(), String> {
+async fn shard_main(
+    ctx: Rc<ShardCtx>,
+    listeners: Vec<StdTcpListener>,
+    mut control: UnboundedReceiver<Control>,
+) -> Result<(), String> {
     let mut accepting = Vec::with_capacity(listeners.len());
     for listener in listeners {
-        let listener = TcpListener::from_std(listener).map_err(|e| format!("shard {}: listener: {e}", ctx.id))?;
+        let listener = TcpListener::from_std(listener)
+            .map_err(|e| format!("shard {}: listener: {e}", ctx.id))?;
         accepting.push(accept_loop(listener, ctx.clone()));
     }
     let accept_all = join_all(accepting);
@@ -108,7 +140,10 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>) {
                 let key = ctx.register(stream.as_raw_fd());
                 let ctx = ctx.clone();
                 monoio::spawn(async move {
-                    let served = AssertUnwindSafe(crate::proto::h1::serve(stream, peer, ctx.clone(), key)).catch_unwind().await;
+                    let served =
+                        AssertUnwindSafe(crate::proto::h1::serve(stream, peer, ctx.clone(), key))
+                            .catch_unwind()
+                            .await;
                     if served.is_err() {
                         tracing::error!(shard = ctx.id, %peer, "connection task panicked; connection dropped");
                     }

@@ -38,6 +38,13 @@ const MAX_DRAIN: u64 = 256 * 1024;
 /// A read buffer that grew past this (a large head) is replaced when idle.
 const MAX_IDLE_READ_BUF: usize = 64 * 1024;
 
+/// How long a closing connection keeps reading (and dropping) client data.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+/// Longest silence from the client while lingering.
+const LINGER_READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most client data read and dropped while lingering.
+const MAX_LINGER_BYTES: usize = 4 << 20;
+
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// The read half of a connection, its buffer, and the body decoder of the
@@ -73,14 +80,20 @@ impl<R: AsyncReadRent> ReadSide<R> {
     /// The next piece of the current request body.
     async fn body_chunk(&mut self, timeout: Duration) -> Option<Result<Bytes>> {
         if self.failure.is_some() {
-            return Some(Err(Error::new(ErrorKind::BadRequest, "request body failed earlier")));
+            return Some(Err(Error::new(
+                ErrorKind::BadRequest,
+                "request body failed earlier",
+            )));
         }
         loop {
             let err = match self.decoder.decode(&mut self.buf) {
                 Ok(Decoded::Data(bytes)) => return Some(Ok(bytes)),
                 Ok(Decoded::End) => return None,
                 Ok(Decoded::NeedMore) => match self.fill(timeout).await {
-                    Ok(0) => Error::new(ErrorKind::BadRequest, "connection closed inside the request body"),
+                    Ok(0) => Error::new(
+                        ErrorKind::BadRequest,
+                        "connection closed inside the request body",
+                    ),
                     Ok(_) => continue,
                     Err(e) => e,
                 },
@@ -103,7 +116,10 @@ impl<R: AsyncReadRent + 'static> BodySource for H1Body<R> {
     fn next_chunk(&mut self) -> LocalBoxFuture<'_, Option<Result<Bytes>>> {
         Box::pin(async move {
             let Some(mut side) = self.slot.borrow_mut().take() else {
-                return Some(Err(Error::new(ErrorKind::Internal, "request body read after the response was sent")));
+                return Some(Err(Error::new(
+                    ErrorKind::Internal,
+                    "request body read after the response was sent",
+                )));
             };
             let chunk = side.body_chunk(self.timeout).await;
             *self.slot.borrow_mut() = Some(side);
@@ -112,7 +128,10 @@ impl<R: AsyncReadRent + 'static> BodySource for H1Body<R> {
     }
 
     fn remaining(&self) -> Option<u64> {
-        self.slot.borrow().as_ref().and_then(|side| side.decoder.remaining())
+        self.slot
+            .borrow()
+            .as_ref()
+            .and_then(|side| side.decoder.remaining())
     }
 }
 
@@ -132,7 +151,12 @@ where
 {
     let (read, write) = io.into_split();
     let mut conn = Conn {
-        side: Some(ReadSide { io: read, buf: BytesMut::with_capacity(READ_BUF_SIZE), decoder: Decoder::Done, failure: None }),
+        side: Some(ReadSide {
+            io: read,
+            buf: BytesMut::with_capacity(READ_BUF_SIZE),
+            decoder: Decoder::Done,
+            failure: None,
+        }),
         write,
         out: BytesMut::with_capacity(WRITE_BUF_SIZE),
         peer,
@@ -166,7 +190,10 @@ where
         loop {
             // Decode and answer every complete request in the buffer.
             loop {
-                let side = self.side.as_mut().expect("read side present between requests");
+                let side = self
+                    .side
+                    .as_mut()
+                    .expect("read side present between requests");
                 let parsed = parse_head(&mut side.buf, &limits);
                 match parsed {
                     Ok(Some(head)) => {
@@ -178,14 +205,17 @@ where
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        self.write_error(&e, Version::HTTP_11);
+                        self.write_error(&e.error, e.accept.as_ref(), Version::HTTP_11);
                         return self.flush_and_close().await;
                     }
                 }
             }
             self.flush().await?;
 
-            let side = self.side.as_mut().expect("read side present between requests");
+            let side = self
+                .side
+                .as_mut()
+                .expect("read side present between requests");
             let timeout = if side.buf.is_empty() {
                 if self.shard.draining() {
                     return Ok(());
@@ -193,7 +223,11 @@ where
                 if side.buf.capacity() > MAX_IDLE_READ_BUF {
                     side.buf = BytesMut::with_capacity(READ_BUF_SIZE);
                 }
-                if first_request { limits.header_timeout } else { limits.keep_alive }
+                if first_request {
+                    limits.header_timeout
+                } else {
+                    limits.keep_alive
+                }
             } else {
                 let started = *head_started.get_or_insert_with(Instant::now);
                 limits.header_timeout.saturating_sub(started.elapsed())
@@ -212,7 +246,11 @@ where
                 Err(e) if e.kind() == ErrorKind::Timeout && !idle => {
                     // Slowloris: part of a head arrived, the rest did not in time.
                     self.side = None;
-                    self.write_error(&Error::new(ErrorKind::Timeout, "request head timed out"), Version::HTTP_11);
+                    self.write_error(
+                        &Error::new(ErrorKind::Timeout, "request head timed out"),
+                        None,
+                        Version::HTTP_11,
+                    );
                     return self.flush_and_close().await;
                 }
                 Err(e) => return Err(e),
@@ -223,7 +261,12 @@ where
     /// Answers one request; the response is left in `out` unless it streamed.
     async fn handle(&mut self, head: Head) -> Result<Next> {
         let limits = self.shard.limits;
-        let Head { request, framing, keep_alive, expect_continue } = head;
+        let Head {
+            request,
+            framing,
+            keep_alive,
+            expect_continue,
+        } = head;
         let version = request.version();
         let http10 = version == Version::HTTP_10;
         let is_head = request.method() == Method::HEAD;
@@ -232,7 +275,12 @@ where
         if let Framing::Length(n) = framing {
             if n > limits.max_upload_size {
                 // Refused before a byte of the body is read (and before any 100).
-                self.write_error(&Error::new(ErrorKind::PayloadTooLarge, "Content-Length exceeds max_upload_size"), version);
+                let accept = request.headers().get(header::ACCEPT);
+                let error = Error::new(
+                    ErrorKind::PayloadTooLarge,
+                    "Content-Length exceeds max_upload_size",
+                );
+                self.write_error(&error, accept, version);
                 return Ok(Next::Close);
             }
         }
@@ -242,14 +290,20 @@ where
         let (body, slot) = if framing == Framing::Empty {
             (Body::empty(), None)
         } else {
-            let mut side = self.side.take().expect("read side present between requests");
+            let mut side = self
+                .side
+                .take()
+                .expect("read side present between requests");
             side.decoder = match framing {
                 Framing::Length(n) => Decoder::length(n),
                 _ => Decoder::chunked(limits.max_upload_size),
             };
             side.failure = None;
             let slot = Rc::new(RefCell::new(Some(side)));
-            let source = H1Body { slot: slot.clone(), timeout: limits.request_timeout };
+            let source = H1Body {
+                slot: slot.clone(),
+                timeout: limits.request_timeout,
+            };
             if expect_continue {
                 // Sent only now that the size check passed.
                 self.out.put_slice(CONTINUE);
@@ -271,11 +325,18 @@ where
                 }
             }
         }
-        if response.headers().get(header::CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close")) {
+        if self.shard.draining()
+            || response
+                .headers()
+                .get(header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+        {
             keep_alive = false;
         }
 
-        let written = self.write_response(response, is_head, keep_alive, http10).await;
+        let written = self
+            .write_response(response, is_head, keep_alive, http10)
+            .await;
         if let Some(slot) = slot {
             self.side = slot.borrow_mut().take();
         }
@@ -290,7 +351,9 @@ where
             return Ok(Next::Close);
         }
         // Keep the connection only if the rest of the request body can be skipped cheaply.
-        let Some(side) = self.side.as_mut() else { return Ok(Next::Close) };
+        let Some(side) = self.side.as_mut() else {
+            return Ok(Next::Close);
+        };
         if side.failure.is_some() {
             return Ok(Next::Close);
         }
@@ -310,7 +373,13 @@ where
     }
 
     /// Encodes `response` into the batch buffer, streaming bodies that are not in memory.
-    async fn write_response(&mut self, response: Response, is_head: bool, keep_alive: bool, http10: bool) -> Result<Next> {
+    async fn write_response(
+        &mut self,
+        response: Response,
+        is_head: bool,
+        keep_alive: bool,
+        http10: bool,
+    ) -> Result<Next> {
         let (parts, body) = response.into_parts();
         let status = parts.status;
         let no_body = status_has_no_body(status);
@@ -318,8 +387,19 @@ where
         match body.try_into_full() {
             Ok(full) => {
                 let len = full.as_ref().map_or(0, |b| b.len());
-                let framing = if no_body { encode::Framing::None } else { encode::Framing::Length(len as u64) };
-                encode_head(status, &parts.headers, framing, keep_alive, http10, &mut self.out);
+                let framing = if no_body {
+                    encode::Framing::None
+                } else {
+                    encode::Framing::Length(len as u64)
+                };
+                encode_head(
+                    status,
+                    &parts.headers,
+                    framing,
+                    keep_alive,
+                    http10,
+                    &mut self.out,
+                );
                 if let Some(bytes) = full.filter(|_| !is_head && !no_body) {
                     if bytes.len() >= DIRECT_WRITE_MIN {
                         self.flush().await?;
@@ -330,7 +410,34 @@ where
                 }
             }
             Err(mut body) => {
-                let known = body.exact_len();
+                // Pull the first chunk before committing to a status: if the body
+                // fails at once (a malformed upload being echoed, say), the
+                // client can still get a proper error response.
+                let first = if is_head || no_body {
+                    None
+                } else {
+                    body.chunk().await
+                };
+                let first = match first {
+                    Some(Err(e)) => {
+                        let error = Error::new(e.kind(), format!("response body failed: {e}"));
+                        self.write_error(
+                            &error,
+                            None,
+                            if http10 {
+                                Version::HTTP_10
+                            } else {
+                                Version::HTTP_11
+                            },
+                        );
+                        return Ok(Next::Close);
+                    }
+                    Some(Ok(chunk)) => Some(chunk),
+                    None => None,
+                };
+                let known = body
+                    .exact_len()
+                    .map(|rest| rest + first.as_ref().map_or(0, |c| c.len() as u64));
                 let framing = match (no_body, known, http10) {
                     (true, _, _) => encode::Framing::None,
                     (false, Some(n), _) => encode::Framing::Length(n),
@@ -340,35 +447,73 @@ where
                         encode::Framing::Close
                     }
                 };
-                encode_head(status, &parts.headers, framing, keep_alive, http10, &mut self.out);
+                encode_head(
+                    status,
+                    &parts.headers,
+                    framing,
+                    keep_alive,
+                    http10,
+                    &mut self.out,
+                );
                 if is_head || no_body {
-                    return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });
+                    return Ok(if keep_alive {
+                        Next::KeepAlive
+                    } else {
+                        Next::Close
+                    });
                 }
-                self.flush().await?;
+                if first.is_none() && known.is_none() {
+                    // The stream was empty: close the chunked body right away.
+                    if framing == encode::Framing::Chunked {
+                        self.out.put_slice(LAST_CHUNK);
+                    }
+                    return Ok(if keep_alive {
+                        Next::KeepAlive
+                    } else {
+                        Next::Close
+                    });
+                }
                 let mut sent: u64 = 0;
-                while let Some(chunk) = body.chunk().await {
-                    let chunk = chunk.map_err(|e| Error::new(e.kind(), format!("response body failed: {e}")))?;
+                let mut next = first.map(Ok);
+                if next.is_none() {
+                    next = body.chunk().await;
+                }
+                while let Some(chunk) = next {
+                    let chunk = chunk
+                        .map_err(|e| Error::new(e.kind(), format!("response body failed: {e}")))?;
                     sent += chunk.len() as u64;
                     if framing == encode::Framing::Chunked {
                         encode_chunk(&chunk, &mut self.out);
                         self.flush().await?;
                     } else {
                         if known.is_some_and(|n| sent > n) {
-                            return Err(Error::new(ErrorKind::Internal, "response body longer than its length"));
+                            return Err(Error::new(
+                                ErrorKind::Internal,
+                                "response body longer than its length",
+                            ));
                         }
+                        self.flush().await?;
                         self.write_bytes(chunk).await?;
                     }
+                    next = body.chunk().await;
                 }
                 match framing {
                     encode::Framing::Chunked => self.out.put_slice(LAST_CHUNK),
                     encode::Framing::Length(n) if sent != n => {
-                        return Err(Error::new(ErrorKind::Internal, "response body shorter than its length"));
+                        return Err(Error::new(
+                            ErrorKind::Internal,
+                            "response body shorter than its length",
+                        ));
                     }
                     _ => {}
                 }
             }
         }
-        Ok(if keep_alive { Next::KeepAlive } else { Next::Close })
+        Ok(if keep_alive {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        })
     }
 
     fn error_response(&self, error: &Error, accept: Option<&HeaderValue>) -> Response {
@@ -378,13 +523,20 @@ where
     }
 
     /// Puts an error response for a request we could not parse into the batch; the connection closes after it.
-    fn write_error(&mut self, error: &Error, version: Version) {
+    fn write_error(&mut self, error: &Error, accept: Option<&HeaderValue>, version: Version) {
         let Some(status) = error.status() else { return };
         tracing::debug!(peer = %self.peer, %status, error = %error, "refusing request");
-        let response = self.error_response(error, None);
+        let response = self.error_response(error, accept);
         let (parts, body) = response.into_parts();
         let bytes = body.try_into_full().ok().flatten().unwrap_or_default();
-        encode_head(status, &parts.headers, encode::Framing::Length(bytes.len() as u64), false, version == Version::HTTP_10, &mut self.out);
+        encode_head(
+            status,
+            &parts.headers,
+            encode::Framing::Length(bytes.len() as u64),
+            false,
+            version == Version::HTTP_10,
+            &mut self.out,
+        );
         self.out.put_slice(&bytes);
     }
 
@@ -414,9 +566,29 @@ where
         }
     }
 
+    /// Sends what is left, then closes gracefully: our side is shut for
+    /// writing and what the client still sends (the rest of a refused upload,
+    /// say) is read and dropped for a moment, so that closing does not reset
+    /// the connection before the client has read our final response.
     async fn flush_and_close(&mut self) -> Result<()> {
         self.flush().await?;
         let _ = self.write.shutdown().await;
+        let Some(side) = self.side.as_mut() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + LINGER_TIME;
+        let mut discarded = 0;
+        while discarded < MAX_LINGER_BYTES {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            side.buf.clear();
+            match side.fill(left.min(LINGER_READ_TIMEOUT)).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => discarded += n,
+            }
+        }
         Ok(())
     }
 }

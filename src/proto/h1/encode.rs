@@ -1,8 +1,8 @@
 //! HTTP/1.1 response heads and chunked framing, written into a batch buffer.
 
 use bytes::{BufMut, BytesMut};
-use http::header::{self, HeaderMap};
 use http::StatusCode;
+use http::header::{self, HeaderMap};
 
 use crate::http::SERVER_NAME;
 use crate::http::date::http_date;
@@ -22,7 +22,9 @@ pub(crate) enum Framing {
 
 /// True when `status` never carries a body (RFC 9110 §6.4.1).
 pub(crate) fn status_has_no_body(status: StatusCode) -> bool {
-    status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
 }
 
 /// Writes the status line, default fields, the handler's fields and framing.
@@ -55,7 +57,10 @@ pub(crate) fn encode_head(
         dst.put_slice(b"\r\n");
     }
     for (name, value) in headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::CONNECTION {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+        {
             continue;
         }
         dst.put_slice(name.as_str().as_bytes());
@@ -140,7 +145,10 @@ mod tests {
 
     #[test]
     fn persistence_fields() {
-        assert!(head(Framing::Chunked, false, false).contains("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"));
+        assert!(
+            head(Framing::Chunked, false, false)
+                .contains("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        );
         assert!(head(Framing::Length(1), true, true).contains("Connection: keep-alive\r\n"));
     }
 

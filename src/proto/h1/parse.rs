@@ -45,12 +45,38 @@ fn bad(detail: &'static str) -> Error {
     Error::new(ErrorKind::BadRequest, detail)
 }
 
+/// A request that cannot be served, with the client's `Accept` field when
+/// the head got far enough to have one (so the error page can match it).
+#[derive(Debug)]
+pub(crate) struct HeadError {
+    pub(crate) error: Error,
+    pub(crate) accept: Option<HeaderValue>,
+}
+
+#[cfg(test)]
+impl HeadError {
+    /// The kind of the underlying error.
+    pub(crate) fn kind(&self) -> ErrorKind {
+        self.error.kind()
+    }
+}
+
+impl From<Error> for HeadError {
+    fn from(error: Error) -> Self {
+        HeadError {
+            error,
+            accept: None,
+        }
+    }
+}
+
 /// Parses one request head from the front of `buf`.
 ///
 /// Returns `Ok(None)` when more bytes are needed; on success the head's bytes
 /// are split off `buf`, so what remains is the body or the next request.
-pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>> {
-    let mut slots: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS_CAP] = [const { MaybeUninit::uninit() }; MAX_HEADERS_CAP];
+pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Head>, HeadError> {
+    let mut slots: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS_CAP] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS_CAP];
     let max_headers = limits.max_headers.min(MAX_HEADERS_CAP);
     let mut req = httparse::Request::new(&mut []);
     let status = req.parse_with_uninit_headers(buf, &mut slots[..max_headers]);
@@ -61,64 +87,96 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
             return Ok(None);
         }
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(Error::new(ErrorKind::HeaderTooLarge, "too many header fields"));
+            return Err(Error::new(ErrorKind::HeaderTooLarge, "too many header fields").into());
         }
         Err(httparse::Error::Version) if looks_like_h2_preface(buf) => {
-            return Err(Error::new(ErrorKind::NotImplemented, "HTTP/2 prior knowledge is not enabled"));
+            return Err(Error::new(
+                ErrorKind::NotImplemented,
+                "HTTP/2 prior knowledge is not enabled",
+            )
+            .into());
         }
-        Err(_) => return Err(bad("malformed request head")),
+        Err(_) => return Err(bad("malformed request head").into()),
     };
     if head_len > limits.max_header_size {
-        return Err(Error::new(ErrorKind::HeaderTooLarge, "request head too large"));
+        return Err(Error::new(ErrorKind::HeaderTooLarge, "request head too large").into());
     }
     // httparse tolerates a bare LF as a line ending; RFC 9112 §2.2 lets us
     // reject it, and we do because proxies disagree on it (request smuggling).
     if has_bare_lf(&buf[..head_len]) {
-        return Err(bad("bare LF in request head"));
+        return Err(bad("bare LF in request head").into());
     }
     let target = req.path.ok_or_else(|| bad("missing request target"))?;
     if target.len() > limits.max_uri_size {
-        return Err(Error::new(ErrorKind::UriTooLong, "request target too long"));
+        return Err(Error::new(ErrorKind::UriTooLong, "request target too long").into());
     }
     let version = match req.version {
         Some(0) => Version::HTTP_10,
         Some(1) => Version::HTTP_11,
-        _ => return Err(bad("unsupported HTTP version")),
+        _ => return Err(bad("unsupported HTTP version").into()),
     };
-    let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes()).map_err(|_| bad("invalid method"))?;
+    let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
+        .map_err(|_| bad("invalid method"))?;
 
     // Offsets into the head, so header values can become zero-copy slices of it.
     let base = buf.as_ptr() as usize;
     let target_range = offset_of(base, target.as_bytes());
     let mut fields: Vec<(HeaderName, (usize, usize))> = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
         fields.push((name, offset_of(base, h.value)));
     }
 
     let head: Bytes = buf.split_to(head_len).freeze();
     let mut headers = HeaderMap::with_capacity(fields.len());
     for (name, (start, end)) in fields {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end)).map_err(|_| bad("invalid header value"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| bad("invalid header value"))?;
         headers.append(name, value);
     }
-    let uri = Uri::from_maybe_shared(head.slice(target_range.0..target_range.1)).map_err(|_| bad("invalid request target"))?;
+    let uri = Uri::from_maybe_shared(head.slice(target_range.0..target_range.1))
+        .map_err(|_| bad("invalid request target"))?;
 
-    let framing = body_framing(&headers, version)?;
-    check_host(&headers, version)?;
-    let keep_alive = wants_keep_alive(&headers, version);
-    let expect_continue = match headers.get(header::EXPECT) {
-        None => false,
-        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"100-continue") => version == Version::HTTP_11,
-        Some(_) => return Err(Error::new(ErrorKind::ExpectationFailed, "unsupported expectation")),
+    let checked = body_framing(&headers, version).and_then(|framing| {
+        check_host(&headers, version)?;
+        let expect_continue = match headers.get(header::EXPECT) {
+            None => false,
+            Some(v) if v.as_bytes().eq_ignore_ascii_case(b"100-continue") => {
+                version == Version::HTTP_11
+            }
+            Some(_) => {
+                return Err(Error::new(
+                    ErrorKind::ExpectationFailed,
+                    "unsupported expectation",
+                ));
+            }
+        };
+        Ok((framing, expect_continue))
+    });
+    let (framing, expect_continue) = match checked {
+        Ok(ok) => ok,
+        // The head parsed, so the error page can honour the client's Accept.
+        Err(error) => {
+            return Err(HeadError {
+                error,
+                accept: headers.get(header::ACCEPT).cloned(),
+            });
+        }
     };
+    let keep_alive = wants_keep_alive(&headers, version);
 
     let mut request = http::Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
-    Ok(Some(Head { request, framing, keep_alive, expect_continue }))
+    Ok(Some(Head {
+        request,
+        framing,
+        keep_alive,
+        expect_continue,
+    }))
 }
 
 /// Enforces size limits on an incomplete head, so a slow or endless head is
@@ -135,7 +193,10 @@ fn check_partial(buf: &[u8], limits: &Limits) -> Result<()> {
                 return Err(Error::new(ErrorKind::UriTooLong, "request target too long"));
             }
         }
-        return Err(Error::new(ErrorKind::HeaderTooLarge, "request head too large"));
+        return Err(Error::new(
+            ErrorKind::HeaderTooLarge,
+            "request head too large",
+        ));
     }
     Ok(())
 }
@@ -167,7 +228,9 @@ fn body_framing(headers: &HeaderMap, version: Version) -> Result<Framing> {
         }
         let mut codings = Vec::new();
         for value in te {
-            let text = value.to_str().map_err(|_| bad("invalid Transfer-Encoding"))?;
+            let text = value
+                .to_str()
+                .map_err(|_| bad("invalid Transfer-Encoding"))?;
             for coding in text.split(',') {
                 let coding = coding.trim();
                 if coding.is_empty() {
@@ -183,9 +246,10 @@ fn body_framing(headers: &HeaderMap, version: Version) -> Result<Framing> {
         }
         return match codings.as_slice() {
             [only] if only.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
-            [.., last] if last.eq_ignore_ascii_case("chunked") => {
-                Err(Error::new(ErrorKind::NotImplemented, "transfer codings other than chunked"))
-            }
+            [.., last] if last.eq_ignore_ascii_case("chunked") => Err(Error::new(
+                ErrorKind::NotImplemented,
+                "transfer codings other than chunked",
+            )),
             _ => Err(bad("chunked is not the final transfer coding")),
         };
     }
@@ -195,7 +259,8 @@ fn body_framing(headers: &HeaderMap, version: Version) -> Result<Framing> {
     let mut length: Option<u64> = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for part in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_content_length(trim_ows(part)).ok_or_else(|| bad("invalid Content-Length"))?;
+            let n = parse_content_length(trim_ows(part))
+                .ok_or_else(|| bad("invalid Content-Length"))?;
             match length {
                 Some(prev) if prev != n => return Err(bad("differing Content-Length values")),
                 _ => length = Some(n),
@@ -223,7 +288,9 @@ fn parse_content_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    digits.iter().try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    digits.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host field.
@@ -261,7 +328,7 @@ mod tests {
         Limits::default()
     }
 
-    fn parse(bytes: &[u8]) -> Result<Option<Head>> {
+    fn parse(bytes: &[u8]) -> Result<Option<Head>, HeadError> {
         let mut buf = BytesMut::from(bytes);
         parse_head(&mut buf, &limits())
     }
@@ -287,7 +354,10 @@ mod tests {
     fn every_split_position_needs_more_then_completes() {
         for cut in 0..SIMPLE.len() {
             let mut buf = BytesMut::from(&SIMPLE[..cut]);
-            assert!(parse_head(&mut buf, &limits()).unwrap().is_none(), "cut at {cut}");
+            assert!(
+                parse_head(&mut buf, &limits()).unwrap().is_none(),
+                "cut at {cut}"
+            );
             buf.extend_from_slice(&SIMPLE[cut..]);
             let head = parse_head(&mut buf, &limits()).unwrap().expect("complete");
             assert_eq!(head.request.uri().path(), "/a/b");
@@ -311,7 +381,8 @@ mod tests {
 
     #[test]
     fn body_remains_in_buffer() {
-        let mut buf = BytesMut::from(&b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhelloGET"[..]);
+        let mut buf =
+            BytesMut::from(&b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhelloGET"[..]);
         let head = parse_head(&mut buf, &limits()).unwrap().unwrap();
         assert_eq!(head.framing, Framing::Length(5));
         assert_eq!(&buf[..], b"helloGET");
@@ -319,11 +390,20 @@ mod tests {
 
     #[test]
     fn framing_rules() {
-        let chunked = parse(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap();
+        let chunked = parse(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(chunked.framing, Framing::Chunked);
-        let dup_same = parse(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
+        let dup_same =
+            parse(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(dup_same.unwrap().unwrap().framing, Framing::Length(3));
-        assert_eq!(parse(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n").unwrap().unwrap().framing, Framing::Empty);
+        assert_eq!(
+            parse(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .framing,
+            Framing::Empty
+        );
     }
 
     #[test]
@@ -364,7 +444,12 @@ mod tests {
             b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: h\r\nX : y\r\n\r\n",
         ] {
-            assert_eq!(kind_of(req), ErrorKind::BadRequest, "{:?}", String::from_utf8_lossy(req));
+            assert_eq!(
+                kind_of(req),
+                ErrorKind::BadRequest,
+                "{:?}",
+                String::from_utf8_lossy(req)
+            );
         }
     }
 
@@ -372,32 +457,57 @@ mod tests {
     fn http10_has_no_host_requirement_and_no_keep_alive_by_default() {
         let head = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!head.keep_alive);
-        let head = parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().unwrap();
+        let head = parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(head.keep_alive);
-        let head = parse(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade, close\r\n\r\n").unwrap().unwrap();
+        let head = parse(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade, close\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(!head.keep_alive);
     }
 
     #[test]
     fn limits_map_to_431_and_414() {
-        let small = Limits { max_header_size: 256, max_uri_size: 64, max_headers: 4, ..Limits::default() };
+        let small = Limits {
+            max_header_size: 256,
+            max_uri_size: 64,
+            max_headers: 4,
+            ..Limits::default()
+        };
         let long_uri = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(100));
         let mut buf = BytesMut::from(long_uri.as_bytes());
-        assert_eq!(parse_head(&mut buf, &small).unwrap_err().kind(), ErrorKind::UriTooLong);
+        assert_eq!(
+            parse_head(&mut buf, &small).unwrap_err().kind(),
+            ErrorKind::UriTooLong
+        );
         // An endless request line is refused before the head completes.
         let mut buf = BytesMut::from(format!("GET /{}", "a".repeat(200)).as_bytes());
-        assert_eq!(parse_head(&mut buf, &small).unwrap_err().kind(), ErrorKind::UriTooLong);
+        assert_eq!(
+            parse_head(&mut buf, &small).unwrap_err().kind(),
+            ErrorKind::UriTooLong
+        );
         let many = "GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
         let mut buf = BytesMut::from(many.as_bytes());
-        assert_eq!(parse_head(&mut buf, &small).unwrap_err().kind(), ErrorKind::HeaderTooLarge);
+        assert_eq!(
+            parse_head(&mut buf, &small).unwrap_err().kind(),
+            ErrorKind::HeaderTooLarge
+        );
         let big = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n", "v".repeat(300));
         let mut buf = BytesMut::from(big.as_bytes());
-        assert_eq!(parse_head(&mut buf, &small).unwrap_err().kind(), ErrorKind::HeaderTooLarge);
+        assert_eq!(
+            parse_head(&mut buf, &small).unwrap_err().kind(),
+            ErrorKind::HeaderTooLarge
+        );
     }
 
     #[test]
     fn expectations() {
-        let head = parse(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nExpect: 100-Continue\r\n\r\n").unwrap().unwrap();
+        let head = parse(
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nExpect: 100-Continue\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
         assert!(head.expect_continue);
         assert_eq!(
             kind_of(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\n\r\n"),
