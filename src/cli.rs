@@ -10,12 +10,7 @@ use crate::error::{Error, Result};
 
 /// skitai: a thread-per-core application engine and web server.
 #[derive(Debug, Parser)]
-#[command(
-    name = "skitai",
-    version,
-    about,
-    args_conflicts_with_subcommands = false
-)]
+#[command(name = "skitai", version, about, args_conflicts_with_subcommands = false)]
 pub struct Cli {
     /// What to do (default: run in the foreground).
     #[command(subcommand)]
@@ -26,9 +21,9 @@ pub struct Cli {
     /// Instance name.
     #[arg(long, global = true)]
     pub name: Option<String>,
-    /// Address to listen on.
+    /// Address to listen on (repeatable: `--address 0.0.0.0 --address ::`).
     #[arg(long, global = true)]
-    pub address: Option<IpAddr>,
+    pub address: Vec<IpAddr>,
     /// TCP port (0 picks a free one).
     #[arg(long, global = true)]
     pub port: Option<u16>,
@@ -68,8 +63,8 @@ impl Cli {
             config.name = name.clone();
         }
         let s = &mut config.server;
-        if let Some(v) = self.address {
-            s.address = v;
+        if !self.address.is_empty() {
+            s.address = self.address.clone();
         }
         if let Some(v) = self.port {
             s.port = v;
@@ -87,10 +82,7 @@ impl Cli {
             let (path, target) = spec
                 .split_once('=')
                 .ok_or_else(|| Error::config("--mount", format!("{spec:?} is not POINT=TARGET")))?;
-            config.mounts.push(MountConfig {
-                path: path.to_owned(),
-                target: target.to_owned(),
-            });
+            config.mounts.push(MountConfig { path: path.to_owned(), target: target.to_owned() });
         }
         Ok(())
     }
@@ -102,22 +94,14 @@ mod tests {
 
     #[test]
     fn flags_override_config() {
-        let cli = Cli::try_parse_from([
-            "skitai", "--port", "8080", "--io", "epoll", "--mount", "/s=./d", "check",
-        ])
-        .unwrap();
+        let cli =
+            Cli::try_parse_from(["skitai", "--port", "8080", "--io", "epoll", "--mount", "/s=./d", "check"]).unwrap();
         assert_eq!(cli.command, Some(Command::Check));
         let mut c = Config::default();
         cli.apply(&mut c).unwrap();
         assert_eq!(c.server.port, 8080);
         assert_eq!(c.server.io, IoMode::Epoll);
-        assert_eq!(
-            c.mounts[0],
-            MountConfig {
-                path: "/s".into(),
-                target: "./d".into()
-            }
-        );
+        assert_eq!(c.mounts[0], MountConfig { path: "/s".into(), target: "./d".into() });
     }
 
     #[test]

@@ -51,11 +51,7 @@ pub struct Error {
 impl Error {
     /// Creates an error of `kind` with a message for logs and devel-mode bodies.
     pub fn new(kind: ErrorKind, detail: impl Into<Box<str>>) -> Self {
-        Error {
-            kind,
-            detail: detail.into(),
-            source: None,
-        }
+        Error { kind, detail: detail.into(), source: None }
     }
 
     /// Attaches the underlying cause.
@@ -121,19 +117,13 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        let kind = if e.kind() == std::io::ErrorKind::TimedOut {
-            ErrorKind::Timeout
-        } else {
-            ErrorKind::Io
-        };
+        let kind = if e.kind() == std::io::ErrorKind::TimedOut { ErrorKind::Timeout } else { ErrorKind::Io };
         Error::new(kind, "i/o error").with_source(e)
     }
 }
@@ -144,31 +134,10 @@ mod tests {
 
     #[test]
     fn kinds_map_to_statuses() {
-        assert_eq!(
-            Error::new(ErrorKind::BadRequest, "x").status(),
-            Some(StatusCode::BAD_REQUEST)
-        );
-        assert_eq!(
-            Error::new(ErrorKind::HeaderTooLarge, "x")
-                .status()
-                .unwrap()
-                .as_u16(),
-            431
-        );
-        assert_eq!(
-            Error::new(ErrorKind::UriTooLong, "x")
-                .status()
-                .unwrap()
-                .as_u16(),
-            414
-        );
-        assert_eq!(
-            Error::new(ErrorKind::PayloadTooLarge, "x")
-                .status()
-                .unwrap()
-                .as_u16(),
-            413
-        );
+        assert_eq!(Error::new(ErrorKind::BadRequest, "x").status(), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(Error::new(ErrorKind::HeaderTooLarge, "x").status().unwrap().as_u16(), 431);
+        assert_eq!(Error::new(ErrorKind::UriTooLong, "x").status().unwrap().as_u16(), 414);
+        assert_eq!(Error::new(ErrorKind::PayloadTooLarge, "x").status().unwrap().as_u16(), 413);
         assert_eq!(Error::new(ErrorKind::Io, "x").status(), None);
     }
 

@@ -16,14 +16,9 @@ mod net;
 mod proto;
 mod shard;
 
-pub use engine::{
-    DEFAULT_CONFIG_FILE, Engine, IntoMountTarget, MountTarget, Server, ShutdownHandle,
-};
+pub use engine::{DEFAULT_CONFIG_FILE, Engine, IntoMountTarget, MountTarget, Server, ShutdownHandle};
 pub use error::{Error, ErrorKind, Result};
-pub use mount::{
-    Ctx, Handler, HandlerFactory, HandlerFn, PerShard, ShardInfo, Shared, handler_fn, per_shard,
-    shared,
-};
+pub use mount::{Ctx, Handler, HandlerFactory, HandlerFn, PerShard, ShardInfo, Shared, handler_fn, per_shard, shared};
 
 /// Re-exports of the `http` crate's types used in handler signatures.
 pub use ::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, header};
@@ -34,12 +29,13 @@ pub use monoio::time;
 /// Spawns a task on the current shard (the future need not be `Send`).
 pub use monoio::spawn;
 
+/// Runs a blocking closure on the engine's blocking pool (`threads`) and awaits its result.
+pub use monoio::spawn_blocking;
+
 /// What most programs need: `use skitai::prelude::*;`.
 pub mod prelude {
     pub use crate::http::{Body, Request, Response, ResponseExt};
-    pub use crate::{
-        Ctx, Engine, Handler, HandlerFactory, ShardInfo, StatusCode, handler_fn, per_shard, shared,
-    };
+    pub use crate::{Ctx, Engine, Handler, HandlerFactory, ShardInfo, StatusCode, handler_fn, per_shard, shared};
     pub use futures_util::future::LocalBoxFuture;
 }
 
@@ -98,18 +94,8 @@ pub mod internals {
     /// Encodes the head of a 13-byte `text/plain` 200 response into `dst`.
     pub fn encode_hello_head(dst: &mut BytesMut) {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        encode_head(
-            StatusCode::OK,
-            &headers,
-            Framing::Length(13),
-            true,
-            false,
-            dst,
-        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        encode_head(StatusCode::OK, &headers, Framing::Length(13), true, false, dst);
     }
 
     /// A mount table with handlers that are never called, for lookup benchmarks.
@@ -130,17 +116,13 @@ pub mod internals {
                     &'a self,
                     _req: crate::http::Request,
                     _cx: &'a mut crate::Ctx,
-                ) -> futures_util::future::LocalBoxFuture<'a, crate::http::Response>
-                {
+                ) -> futures_util::future::LocalBoxFuture<'a, crate::http::Response> {
                     unreachable!("benchmarks only look up")
                 }
             }
             let mounts = prefixes
                 .iter()
-                .map(|p| crate::mount::Mount {
-                    prefix: std::rc::Rc::from(*p),
-                    handler: std::rc::Rc::new(Never),
-                })
+                .map(|p| crate::mount::Mount { prefix: std::rc::Rc::from(*p), handler: std::rc::Rc::new(Never) })
                 .collect();
             MountLookup(crate::mount::MountTable::new(mounts))
         }

@@ -3,10 +3,6 @@
 fn main() {
     if let Err(e) = skitai::Engine::new().run() {
         eprintln!("skitai: error: {e}");
-        std::process::exit(if e.kind() == skitai::ErrorKind::Config {
-            2
-        } else {
-            1
-        });
+        std::process::exit(if e.kind() == skitai::ErrorKind::Config { 2 } else { 1 });
     }
 }

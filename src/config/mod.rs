@@ -53,11 +53,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            name: "skitai".to_owned(),
-            server: ServerConfig::default(),
-            mounts: Vec::new(),
-        }
+        Config { name: "skitai".to_owned(), server: ServerConfig::default(), mounts: Vec::new() }
     }
 }
 
@@ -78,8 +74,10 @@ pub enum IoMode {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address to listen on (IPv4 or IPv6).
-    pub address: IpAddr,
+    /// Addresses to listen on: one (`"0.0.0.0"`, `"::"`) or a list
+    /// (`["0.0.0.0", "::"]` for IPv4 and IPv6); every shard listens on each.
+    #[serde(with = "one_or_many")]
+    pub address: Vec<IpAddr>,
     /// TCP port; 0 picks a free one (all shards share it).
     pub port: u16,
     /// Number of shards; 0 means one per available core.
@@ -111,7 +109,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            address: IpAddr::from([0, 0, 0, 0]),
+            address: vec![IpAddr::from([0, 0, 0, 0])],
             port: DEFAULT_PORT,
             shards: 0,
             threads: DEFAULT_THREADS,
@@ -142,15 +140,10 @@ pub struct MountConfig {
 impl Config {
     /// Parses a TOML document; errors name the offending key (`server.port: ...`).
     pub fn from_toml(text: &str) -> Result<Config> {
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| Error::config("config", e.message().trim()))?;
+        let de = toml::Deserializer::parse(text).map_err(|e| Error::config("config", e.message().trim()))?;
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let key = if path == "." {
-                "config".to_owned()
-            } else {
-                path
-            };
+            let key = if path == "." { "config".to_owned() } else { path };
             Error::config(&key, e.inner().message().trim())
         })
     }
@@ -160,15 +153,13 @@ impl Config {
     pub fn overlay_file(&self, path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::config("config", format!("cannot read {}: {e}", path.display())))?;
-        self.overlay_toml(&text)
-            .map_err(|e| Error::config(&path.display().to_string(), e))
+        self.overlay_toml(&text).map_err(|e| Error::config(&path.display().to_string(), e))
     }
 
     /// Lays a TOML document over `self`; see [`Config::overlay_file`].
     pub fn overlay_toml(&self, text: &str) -> Result<Config> {
-        let file: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| Error::config("config", e.message().trim()))?;
+        let file: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| Error::config("config", e.message().trim()))?;
         let mut base = toml::Table::try_from(self).map_err(|e| Error::config("config", e))?;
         merge_tables(&mut base, file);
         Config::from_toml(&toml::to_string(&base).map_err(|e| Error::config("config", e))?)
@@ -177,25 +168,20 @@ impl Config {
     /// Checks values that parse but make no sense; the message names the key.
     pub fn validate(&self) -> Result<()> {
         let s = &self.server;
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(Error::config(
-                "name",
-                "must be non-empty and use only letters, digits, '-', '_' and '.'",
-            ));
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(Error::config("name", "must be non-empty and use only letters, digits, '-', '_' and '.'"));
+        }
+        if s.address.is_empty() {
+            return Err(Error::config("server.address", "needs at least one address"));
+        }
+        if let Some(dup) = s.address.iter().enumerate().find_map(|(i, a)| s.address[..i].contains(a).then_some(a)) {
+            return Err(Error::config("server.address", format!("{dup} is listed twice")));
         }
         if s.threads == 0 {
             return Err(Error::config("server.threads", "must be at least 1"));
         }
         if s.shards > 1024 {
-            return Err(Error::config(
-                "server.shards",
-                "more than 1024 shards is surely a mistake",
-            ));
+            return Err(Error::config("server.shards", "more than 1024 shards is surely a mistake"));
         }
         if s.backlog == 0 {
             return Err(Error::config("server.backlog", "must be at least 1"));
@@ -211,35 +197,20 @@ impl Config {
             }
         }
         if s.max_header_size.bytes() < 256 {
-            return Err(Error::config(
-                "server.max_header_size",
-                "must be at least 256 bytes",
-            ));
+            return Err(Error::config("server.max_header_size", "must be at least 256 bytes"));
         }
         if s.max_uri_size.bytes() < 16 || s.max_uri_size > s.max_header_size {
-            return Err(Error::config(
-                "server.max_uri_size",
-                "must be between 16 bytes and max_header_size",
-            ));
+            return Err(Error::config("server.max_uri_size", "must be between 16 bytes and max_header_size"));
         }
         if s.max_headers == 0 || s.max_headers > 1000 {
-            return Err(Error::config(
-                "server.max_headers",
-                "must be between 1 and 1000",
-            ));
+            return Err(Error::config("server.max_headers", "must be between 1 and 1000"));
         }
         for (i, m) in self.mounts.iter().enumerate() {
             if !m.path.starts_with('/') {
-                return Err(Error::config(
-                    &format!("mount[{i}].path"),
-                    format!("{:?} must start with '/'", m.path),
-                ));
+                return Err(Error::config(&format!("mount[{i}].path"), format!("{:?} must start with '/'", m.path)));
             }
             if m.target.is_empty() {
-                return Err(Error::config(
-                    &format!("mount[{i}].target"),
-                    "must not be empty",
-                ));
+                return Err(Error::config(&format!("mount[{i}].target"), "must not be empty"));
             }
         }
         Ok(())
@@ -248,9 +219,7 @@ impl Config {
     /// The number of shards to run: the configured one, or one per available core.
     pub fn shard_count(&self) -> usize {
         match self.server.shards {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
         }
     }
@@ -274,6 +243,32 @@ impl Config {
         match base {
             Some(dir) if Path::new(target).is_relative() => dir.join(target),
             _ => PathBuf::from(target),
+        }
+    }
+}
+
+/// `address = "::"` or `address = ["0.0.0.0", "::"]`.
+mod one_or_many {
+    use std::net::IpAddr;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(IpAddr),
+        Many(Vec<IpAddr>),
+    }
+
+    pub(super) fn serialize<S: Serializer>(addrs: &[IpAddr], s: S) -> Result<S::Ok, S::Error> {
+        addrs.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+        match OneOrMany::deserialize(d) {
+            Ok(OneOrMany::One(a)) => Ok(vec![a]),
+            Ok(OneOrMany::Many(v)) => Ok(v),
+            Err(_) => Err(serde::de::Error::custom("expected an IP address or a list of IP addresses")),
         }
     }
 }
@@ -349,13 +344,20 @@ mod tests {
         assert_eq!(c.name, "mysite");
         assert_eq!(c.server.io, IoMode::Epoll);
         assert_eq!(c.server.max_upload_size.bytes(), 1 << 20);
-        assert_eq!(
-            c.mounts,
-            vec![MountConfig {
-                path: "/".into(),
-                target: "./public".into()
-            }]
-        );
+        assert_eq!(c.mounts, vec![MountConfig { path: "/".into(), target: "./public".into() }]);
+    }
+
+    #[test]
+    fn one_or_many_addresses() {
+        let c = Config::from_toml("[server]\naddress = \"::1\"\n").unwrap();
+        assert_eq!(c.server.address, vec!["::1".parse::<IpAddr>().unwrap()]);
+        let c = Config::from_toml("[server]\naddress = [\"127.0.0.1\", \"::1\"]\n").unwrap();
+        assert_eq!(c.server.address.len(), 2);
+        let e = Config::from_toml("[server]\naddress = \"nowhere\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("server.address:"), "{e}");
+        let mut c = Config::default();
+        c.server.address = vec![c.server.address[0], c.server.address[0]];
+        assert!(c.validate().unwrap_err().to_string().starts_with("server.address:"));
     }
 
     #[test]
@@ -383,13 +385,8 @@ mod tests {
         program.server.keep_alive = 7;
         let merged = program.overlay_toml("[server]\nport = 9100\n").unwrap();
         assert_eq!(merged.server.port, 9100, "the file wins");
-        assert_eq!(
-            merged.server.keep_alive, 7,
-            "untouched keys keep the program's value"
-        );
-        let e = program
-            .overlay_toml("[server]\nport = \"x\"\n")
-            .unwrap_err();
+        assert_eq!(merged.server.keep_alive, 7, "untouched keys keep the program's value");
+        let e = program.overlay_toml("[server]\nport = \"x\"\n").unwrap_err();
         assert!(e.to_string().starts_with("server.port:"), "{e}");
     }
 
@@ -397,22 +394,9 @@ mod tests {
     fn validate_names_the_key() {
         let mut c = Config::default();
         c.server.keep_alive = 0;
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .starts_with("server.keep_alive:")
-        );
+        assert!(c.validate().unwrap_err().to_string().starts_with("server.keep_alive:"));
         let mut c = Config::default();
-        c.mounts.push(MountConfig {
-            path: "x".into(),
-            target: "y".into(),
-        });
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .starts_with("mount[0].path:")
-        );
+        c.mounts.push(MountConfig { path: "x".into(), target: "y".into() });
+        assert!(c.validate().unwrap_err().to_string().starts_with("mount[0].path:"));
     }
 }

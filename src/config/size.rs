@@ -21,13 +21,9 @@ impl FromStr for ByteSize {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let split = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         let (number, unit) = s.split_at(split);
-        let number: f64 = number
-            .parse()
-            .map_err(|_| format!("{s:?} is not a size (try \"16KiB\" or 1024)"))?;
+        let number: f64 = number.parse().map_err(|_| format!("{s:?} is not a size (try \"16KiB\" or 1024)"))?;
         let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" => 1000,
@@ -37,9 +33,7 @@ impl FromStr for ByteSize {
             "g" | "gb" => 1000 * 1000 * 1000,
             "gib" => 1 << 30,
             other => {
-                return Err(format!(
-                    "unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
-                ));
+                return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)"));
             }
         };
         let bytes = number * multiplier as f64;
@@ -71,9 +65,7 @@ impl<'de> Deserialize<'de> for ByteSize {
                 f.write_str("a size in bytes or a string like \"256MiB\"")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
                 Ok(ByteSize(v))

@@ -79,10 +79,7 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("config", &self.config)
-            .field("mounts", &self.mounts)
-            .finish_non_exhaustive()
+        f.debug_struct("Engine").field("config", &self.config).field("mounts", &self.mounts).finish_non_exhaustive()
     }
 }
 
@@ -95,17 +92,12 @@ impl Default for Engine {
 impl Engine {
     /// An engine with default settings and nothing mounted.
     pub fn new() -> Engine {
-        Engine {
-            config: Config::default(),
-            mounts: Vec::new(),
-            named: HashMap::new(),
-        }
+        Engine { config: Config::default(), mounts: Vec::new(), named: HashMap::new() }
     }
 
     /// Mounts `target` at `point` (a URL prefix starting with `/`; longest prefix wins).
     pub fn mount(mut self, point: &str, target: impl IntoMountTarget) -> Engine {
-        self.mounts
-            .push((point.to_owned(), target.into_mount_target()));
+        self.mounts.push((point.to_owned(), target.into_mount_target()));
         self
     }
 
@@ -144,8 +136,7 @@ impl Engine {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let cli = Cli::try_parse_from(args)
-            .map_err(|e| Error::config("arguments", e.to_string().trim()))?;
+        let cli = Cli::try_parse_from(args).map_err(|e| Error::config("arguments", e.to_string().trim()))?;
         self.run_cli(cli)
     }
 
@@ -201,29 +192,17 @@ impl Engine {
     }
 
     /// Every mount as a (prefix, handler factory) pair; names and targets are checked here.
-    fn resolve_mounts(
-        &self,
-        config: &Config,
-        _base: Option<&Path>,
-    ) -> Result<Vec<(String, Arc<dyn HandlerFactory>)>> {
+    fn resolve_mounts(&self, config: &Config, _base: Option<&Path>) -> Result<Vec<(String, Arc<dyn HandlerFactory>)>> {
         let mut resolved: Vec<(String, Arc<dyn HandlerFactory>)> = Vec::new();
-        let from_code = self
+        let from_code = self.mounts.iter().map(|(p, t)| (format!("mount {p:?}"), p.clone(), t.clone()));
+        let from_config = config
             .mounts
             .iter()
-            .map(|(p, t)| (format!("mount {p:?}"), p.clone(), t.clone()));
-        let from_config = config.mounts.iter().enumerate().map(|(i, m)| {
-            (
-                format!("mount[{i}].target"),
-                m.path.clone(),
-                MountTarget::Named(m.target.clone()),
-            )
-        });
+            .enumerate()
+            .map(|(i, m)| (format!("mount[{i}].target"), m.path.clone(), MountTarget::Named(m.target.clone())));
         for (key, path, target) in from_code.chain(from_config) {
             if !path.starts_with('/') {
-                return Err(Error::config(
-                    &key,
-                    format!("mount point {path:?} must start with '/'"),
-                ));
+                return Err(Error::config(&key, format!("mount point {path:?} must start with '/'")));
             }
             if resolved.iter().any(|(p, _)| *p == path) {
                 return Err(Error::config(&key, format!("{path:?} is mounted twice")));
@@ -235,9 +214,7 @@ impl Engine {
                     None if name.starts_with('@') => {
                         return Err(Error::config(
                             &key,
-                            format!(
-                                "alias {name:?} is not defined (aliases and proxying are not available yet)"
-                            ),
+                            format!("alias {name:?} is not defined (aliases and proxying are not available yet)"),
                         ));
                     }
                     None => {
@@ -266,10 +243,7 @@ fn install_panic_hook() {
             .map(|s| (*s).to_owned())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "non-string panic payload".to_owned());
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}", l.file(), l.line()))
-            .unwrap_or_default();
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
         let thread = std::thread::current();
         tracing::error!(thread = thread.name().unwrap_or("?"), %location, "panic: {message}");
     }));
@@ -287,9 +261,6 @@ fn init_logging(devel: bool, silent: bool) {
         "info"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }

@@ -19,7 +19,7 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 
 /// A server whose shards are running.
 pub struct Server {
-    local_addr: SocketAddr,
+    local_addrs: Vec<SocketAddr>,
     shards: Vec<ShardHandle>,
     exits: Receiver<(usize, Option<String>)>,
     shutdown: ShutdownHandle,
@@ -28,10 +28,7 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("local_addr", &self.local_addr)
-            .field("shards", &self.shards.len())
-            .finish()
+        f.debug_struct("Server").field("local_addrs", &self.local_addrs).field("shards", &self.shards.len()).finish()
     }
 }
 
@@ -72,10 +69,19 @@ impl Server {
     ) -> Result<Server> {
         let count = config.shard_count();
         let s = &config.server;
-        let addr = SocketAddr::new(s.address, s.port);
-        let mut listeners = bind_shard_listeners(addr, s.backlog, count)
-            .map_err(|e| Error::new(ErrorKind::Config, format!("server.port: {e}")))?;
-        let local_addr = listeners[0].local_addr().map_err(Error::from)?;
+        // Every shard gets its own listener on every address; with port 0 the
+        // first bind picks the port and the other addresses reuse it.
+        let mut port = s.port;
+        let mut per_address = Vec::with_capacity(s.address.len());
+        let mut local_addrs = Vec::with_capacity(s.address.len());
+        for &ip in &s.address {
+            let listeners = bind_shard_listeners(SocketAddr::new(ip, port), s.backlog, count)
+                .map_err(|e| Error::new(ErrorKind::Config, format!("server.address/port: {e}")))?;
+            let actual = listeners[0].local_addr().map_err(Error::from)?;
+            port = actual.port();
+            local_addrs.push(actual);
+            per_address.push(listeners.into_iter());
+        }
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let pool = DefaultThreadPool::new(s.threads);
         let mounts = Arc::new(mounts);
@@ -89,7 +95,7 @@ impl Server {
                 io: s.io,
                 limits,
                 devel,
-                listeners: vec![listeners.remove(0)],
+                listeners: per_address.iter_mut().filter_map(Iterator::next).collect(),
                 mounts: mounts.clone(),
                 pool: pool.clone(),
             };
@@ -97,31 +103,27 @@ impl Server {
             let handle = shard::spawn(plan, move |id, error| {
                 let _ = exit_tx.send((id, error));
             })
-            .map_err(|e| {
-                Error::new(ErrorKind::Internal, format!("cannot start shard {id}: {e}"))
-            })?;
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start shard {id}: {e}")))?;
             shards.push(handle);
         }
         let shutdown = ShutdownHandle {
             controls: Arc::new(shards.iter().map(|s| s.control.clone()).collect()),
             started: Arc::new(OnceLock::new()),
         };
-        tracing::info!(
-            "{} listening on http://{local_addr} ({count} shard(s))",
-            config.name
-        );
-        Ok(Server {
-            local_addr,
-            shards,
-            exits,
-            shutdown,
-            shutdown_timeout: Duration::from_secs(s.shutdown_timeout),
-        })
+        for addr in &local_addrs {
+            tracing::info!("{} listening on http://{addr} ({count} shard(s))", config.name);
+        }
+        Ok(Server { local_addrs, shards, exits, shutdown, shutdown_timeout: Duration::from_secs(s.shutdown_timeout) })
     }
 
-    /// The address the shards listen on (useful with port 0).
+    /// The first address the shards listen on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs[0]
+    }
+
+    /// Every address the shards listen on.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     /// A handle that can stop this server from another thread or a signal handler.

@@ -11,9 +11,8 @@ const FORCED_EXIT_STATUS: i32 = 1;
 
 /// Starts the signal thread for `handle`.
 pub(crate) fn install(handle: ShutdownHandle) -> Result<()> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT]).map_err(|e| {
-        Error::new(ErrorKind::Internal, "cannot install signal handlers").with_source(e)
-    })?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT])
+        .map_err(|e| Error::new(ErrorKind::Internal, "cannot install signal handlers").with_source(e))?;
     std::thread::Builder::new()
         .name("skitai-signals".into())
         .spawn(move || {
@@ -26,8 +25,6 @@ pub(crate) fn install(handle: ShutdownHandle) -> Result<()> {
                 handle.shutdown();
             }
         })
-        .map_err(|e| {
-            Error::new(ErrorKind::Internal, "cannot start the signal thread").with_source(e)
-        })?;
+        .map_err(|e| Error::new(ErrorKind::Internal, "cannot start the signal thread").with_source(e))?;
     Ok(())
 }

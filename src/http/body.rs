@@ -42,13 +42,7 @@ impl Body {
     /// A body made of one buffer.
     pub fn full(bytes: impl Into<Bytes>) -> Body {
         let bytes = bytes.into();
-        if bytes.is_empty() {
-            Body::empty()
-        } else {
-            Body {
-                kind: Kind::Full(bytes),
-            }
-        }
+        if bytes.is_empty() { Body::empty() } else { Body { kind: Kind::Full(bytes) } }
     }
 
     /// A body produced chunk by chunk; sent with chunked encoding on HTTP/1.1.
@@ -58,17 +52,11 @@ impl Body {
         B: Into<Bytes>,
         E: Into<Error>,
     {
-        Body {
-            kind: Kind::Stream(Box::pin(
-                stream.map(|r| r.map(Into::into).map_err(Into::into)),
-            )),
-        }
+        Body { kind: Kind::Stream(Box::pin(stream.map(|r| r.map(Into::into).map_err(Into::into)))) }
     }
 
     pub(crate) fn incoming(source: Box<dyn BodySource>) -> Body {
-        Body {
-            kind: Kind::Incoming(source),
-        }
+        Body { kind: Kind::Incoming(source) }
     }
 
     /// The exact length when it is known before sending (empty, full, or an
@@ -112,11 +100,7 @@ impl Body {
     /// Reads the whole body into memory, failing with 413 semantics past `limit` bytes.
     pub async fn collect(mut self, limit: usize) -> Result<Bytes> {
         if let Kind::Full(b) = self.kind {
-            return if b.len() > limit {
-                Err(too_large(limit))
-            } else {
-                Ok(b)
-            };
+            return if b.len() > limit { Err(too_large(limit)) } else { Ok(b) };
         }
         let mut all = BytesMut::new();
         while let Some(chunk) = self.chunk().await {
@@ -131,17 +115,12 @@ impl Body {
 
     /// Turns the body into a `Stream` of chunks.
     pub fn into_stream(self) -> impl Stream<Item = Result<Bytes>> {
-        futures_util::stream::unfold(self, |mut body| async move {
-            body.chunk().await.map(|c| (c, body))
-        })
+        futures_util::stream::unfold(self, |mut body| async move { body.chunk().await.map(|c| (c, body)) })
     }
 }
 
 fn too_large(limit: usize) -> Error {
-    Error::new(
-        ErrorKind::PayloadTooLarge,
-        format!("body larger than {limit} bytes"),
-    )
+    Error::new(ErrorKind::PayloadTooLarge, format!("body larger than {limit} bytes"))
 }
 
 impl Default for Body {

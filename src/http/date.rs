@@ -13,10 +13,7 @@ thread_local! {
 /// Returns the current time as an HTTP date, reformatted only when the second changes.
 pub fn http_date() -> [u8; DATE_LEN] {
     let now = SystemTime::now();
-    let secs = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     CACHED.with(|cell| {
         let (cached_secs, bytes) = cell.get();
         if cached_secs == secs {

@@ -8,15 +8,8 @@ use super::{Body, Response};
 
 /// Builds the error response for `status`; `detail` is included only in devel mode.
 /// `accept` is the request's `Accept` field, if it had one.
-pub fn error_response(
-    status: StatusCode,
-    accept: Option<&HeaderValue>,
-    detail: Option<&str>,
-) -> Response {
-    let reason = status
-        .canonical_reason()
-        .unwrap_or("error")
-        .to_ascii_lowercase();
+pub fn error_response(status: StatusCode, accept: Option<&HeaderValue>, detail: Option<&str>) -> Response {
+    let reason = status.canonical_reason().unwrap_or("error").to_ascii_lowercase();
     let code = u32::from(status.as_u16()) * 100;
     let (content_type, body) = if prefers_html(accept) {
         let mut page = format!(
@@ -43,8 +36,7 @@ pub fn error_response(
     };
     let mut res = http::Response::new(Body::from(body));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
 }
 
@@ -123,26 +115,15 @@ mod tests {
     fn html_when_preferred() {
         let h = HeaderValue::from_static("text/html,application/xhtml+xml,*/*;q=0.8");
         let res = error_response(StatusCode::BAD_REQUEST, Some(&h), Some("<x>"));
-        assert!(
-            res.headers()[CONTENT_TYPE]
-                .to_str()
-                .unwrap()
-                .starts_with("text/html")
-        );
+        assert!(res.headers()[CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
         let body = body_text(res);
-        assert!(
-            body.contains("400 bad request") && body.contains("&lt;x&gt;"),
-            "{body}"
-        );
+        assert!(body.contains("400 bad request") && body.contains("&lt;x&gt;"), "{body}");
     }
 
     #[test]
     fn json_wins_when_ranked_higher() {
         let h = HeaderValue::from_static("text/html;q=0.5, application/json");
         let res = error_response(StatusCode::BAD_REQUEST, Some(&h), Some("a \"b\"\n"));
-        assert_eq!(
-            body_text(res),
-            r#"{"code": 40000, "message": "bad request", "detail": "a \"b\"\n"}"#
-        );
+        assert_eq!(body_text(res), r#"{"code": 40000, "message": "bad request", "detail": "a \"b\"\n"}"#);
     }
 }

@@ -36,8 +36,7 @@ pub trait ResponseExt: Sized {
 
 fn with_type(body: Bytes, content_type: &'static str) -> Response {
     let mut res = http::Response::new(Body::full(body));
-    res.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
 }
 

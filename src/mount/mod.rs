@@ -5,7 +5,5 @@ mod handler;
 mod table;
 
 pub use ctx::Ctx;
-pub use handler::{
-    Handler, HandlerFactory, HandlerFn, PerShard, ShardInfo, Shared, handler_fn, per_shard, shared,
-};
+pub use handler::{Handler, HandlerFactory, HandlerFn, PerShard, ShardInfo, Shared, handler_fn, per_shard, shared};
 pub(crate) use table::{Lookup, Mount, MountTable};

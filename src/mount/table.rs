@@ -43,20 +43,14 @@ impl MountTable {
             }
             if let Some(dir) = prefix.strip_suffix('/') {
                 if path.starts_with(prefix) {
-                    return Lookup::Found {
-                        mount,
-                        strip: dir.len(),
-                    };
+                    return Lookup::Found { mount, strip: dir.len() };
                 }
                 if path == dir {
                     return Lookup::AddSlash;
                 }
             } else if let Some(rest) = path.strip_prefix(prefix) {
                 if rest.is_empty() || rest.starts_with('/') {
-                    return Lookup::Found {
-                        mount,
-                        strip: prefix.len(),
-                    };
+                    return Lookup::Found { mount, strip: prefix.len() };
                 }
             }
         }
@@ -79,15 +73,7 @@ mod tests {
     }
 
     fn table(prefixes: &[&str]) -> MountTable {
-        MountTable::new(
-            prefixes
-                .iter()
-                .map(|p| Mount {
-                    prefix: Rc::from(*p),
-                    handler: Rc::new(Nop),
-                })
-                .collect(),
-        )
+        MountTable::new(prefixes.iter().map(|p| Mount { prefix: Rc::from(*p), handler: Rc::new(Nop) }).collect())
     }
 
     fn found(t: &MountTable, path: &str) -> Option<(String, usize)> {
@@ -103,11 +89,7 @@ mod tests {
         assert_eq!(found(&t, "/v1/users"), Some(("/v1".into(), 3)));
         assert_eq!(found(&t, "/v1"), Some(("/v1".into(), 3)));
         assert_eq!(found(&t, "/v1/admin/x"), Some(("/v1/admin".into(), 9)));
-        assert_eq!(
-            found(&t, "/v10"),
-            Some(("/".into(), 0)),
-            "a prefix matches whole segments only"
-        );
+        assert_eq!(found(&t, "/v10"), Some(("/".into(), 0)), "a prefix matches whole segments only");
         assert_eq!(found(&t, "/other"), Some(("/".into(), 0)));
     }
 

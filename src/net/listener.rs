@@ -21,13 +21,9 @@ fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 
 /// Binds `count` listeners on `addr`, one per shard. With port 0 the first
 /// bind picks a free port and the others join it.
-pub(crate) fn bind_shard_listeners(
-    addr: SocketAddr,
-    backlog: u32,
-    count: usize,
-) -> io::Result<Vec<TcpListener>> {
-    let first = bind_one(addr, backlog)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+pub(crate) fn bind_shard_listeners(addr: SocketAddr, backlog: u32, count: usize) -> io::Result<Vec<TcpListener>> {
+    let first =
+        bind_one(addr, backlog).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let actual = first.local_addr()?;
     let mut listeners = Vec::with_capacity(count);
     listeners.push(first);

@@ -7,7 +7,7 @@ use std::panic::AssertUnwindSafe;
 use std::task::Waker;
 
 use futures_util::FutureExt;
-use http::header::{self, HeaderValue, LOCATION};
+use http::header::{HeaderValue, LOCATION};
 use http::{StatusCode, Uri};
 use slab::Slab;
 
@@ -53,9 +53,7 @@ impl ShardCtx {
 
     /// Records a new connection; the key identifies it until [`Self::unregister`].
     pub(crate) fn register(&self, fd: RawFd) -> usize {
-        self.conns
-            .borrow_mut()
-            .insert(ConnEntry { fd, idle: false })
+        self.conns.borrow_mut().insert(ConnEntry { fd, idle: false })
     }
 
     /// Forgets a closed connection and wakes the drain waiter when it was the last.
@@ -110,24 +108,18 @@ impl ShardCtx {
 
     /// Routes a request through the mount table to its handler. A handler
     /// panic becomes a 500; the shard keeps serving.
-    pub(crate) async fn dispatch(&self, mut req: Request, peer: SocketAddr) -> Response {
+    /// `accept` is the request's `Accept` field, for error pages.
+    pub(crate) async fn dispatch(&self, mut req: Request, peer: SocketAddr, accept: Option<&HeaderValue>) -> Response {
         let (mount, strip) = match self.mounts.lookup(req.uri().path()) {
             Lookup::Found { mount, strip } => (mount, strip),
             Lookup::AddSlash => return add_slash_redirect(req.uri()),
-            Lookup::NotFound => {
-                return error_response(
-                    StatusCode::NOT_FOUND,
-                    req.headers().get(header::ACCEPT),
-                    None,
-                );
-            }
+            Lookup::NotFound => return error_response(StatusCode::NOT_FOUND, accept, None),
         };
-        let accept = req.headers().get(header::ACCEPT).cloned();
         let original_uri = req.uri().clone();
         if strip > 0 {
             match strip_prefix(req.uri(), strip) {
                 Some(uri) => *req.uri_mut() = uri,
-                None => return error_response(StatusCode::BAD_REQUEST, accept.as_ref(), None),
+                None => return error_response(StatusCode::BAD_REQUEST, accept, None),
             }
         }
         let mut cx = Ctx {
@@ -139,16 +131,15 @@ impl ShardCtx {
             devel: self.devel,
         };
         let handler = &mount.handler;
-        let outcome =
-            match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req, &mut cx))) {
-                Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
-                Err(panic) => Err(panic),
-            };
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req, &mut cx))) {
+            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+            Err(panic) => Err(panic),
+        };
         outcome.unwrap_or_else(|panic| {
             let message = panic_message(&*panic);
             tracing::debug!(shard = self.id, path = cx.full_path(), panic = %message, "handler panicked; answering 500");
             let detail = self.devel.then(|| format!("handler panicked: {message}"));
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, accept.as_ref(), detail.as_deref())
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, accept, detail.as_deref())
         })
     }
 }

@@ -37,10 +37,7 @@ where
     Fut: Future,
 {
     if mode == IoMode::Epoll {
-        let choice = DriverChoice {
-            name: "epoll",
-            why: "requested with io = epoll".into(),
-        };
+        let choice = DriverChoice { name: "epoll", why: "requested with io = epoll".into() };
         return Ok(run_epoll(pool, choice, report, make)?);
     }
     let mut tuned = io_uring::IoUring::builder();
@@ -53,10 +50,7 @@ where
         .build();
     let plain_error = match first {
         Ok(mut rt) => {
-            report(&DriverChoice {
-                name: "io_uring",
-                why: "COOP_TASKRUN|TASKRUN_FLAG".into(),
-            });
+            report(&DriverChoice { name: "io_uring", why: "COOP_TASKRUN|TASKRUN_FLAG".into() });
             return Ok(rt.block_on(make()));
         }
         Err(tuned_error) => {
@@ -78,15 +72,9 @@ where
         }
     };
     if mode == IoMode::Uring {
-        return Err(io::Error::new(
-            plain_error.kind(),
-            format!("io_uring unavailable: {plain_error}"),
-        ));
+        return Err(io::Error::new(plain_error.kind(), format!("io_uring unavailable: {plain_error}")));
     }
-    let choice = DriverChoice {
-        name: "epoll",
-        why: format!("io_uring unavailable: {plain_error}"),
-    };
+    let choice = DriverChoice { name: "epoll", why: format!("io_uring unavailable: {plain_error}") };
     run_epoll(pool, choice, report, make)
 }
 
@@ -100,10 +88,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future,
 {
-    let mut rt = RuntimeBuilder::<LegacyDriver>::new()
-        .attach_thread_pool(Box::new(pool))
-        .enable_timer()
-        .build()?;
+    let mut rt = RuntimeBuilder::<LegacyDriver>::new().attach_thread_pool(Box::new(pool)).enable_timer().build()?;
     report(&choice);
     Ok(rt.block_on(make()))
 }

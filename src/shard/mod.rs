@@ -59,46 +59,25 @@ pub(crate) fn spawn(
 ) -> std::io::Result<ShardHandle> {
     let (control, control_rx) = unbounded();
     let id = plan.info.id;
-    let thread = std::thread::Builder::new()
-        .name(format!("skitai-shard-{id}"))
-        .spawn(move || {
-            let result = run_shard(plan, control_rx);
-            on_exit(id, result.err());
-        })?;
+    let thread = std::thread::Builder::new().name(format!("skitai-shard-{id}")).spawn(move || {
+        let result = run_shard(plan, control_rx);
+        on_exit(id, result.err());
+    })?;
     Ok(ShardHandle { control, thread })
 }
 
 fn run_shard(plan: ShardPlan, control: UnboundedReceiver<Control>) -> Result<(), String> {
-    let ShardPlan {
-        info,
-        core,
-        io,
-        limits,
-        devel,
-        listeners,
-        mounts,
-        pool,
-    } = plan;
+    let ShardPlan { info, core, io, limits, devel, listeners, mounts, pool } = plan;
     let pinned = core.is_some_and(core_affinity::set_for_current);
     let report = |choice: &driver::DriverChoice| {
-        let core = core
-            .filter(|_| pinned)
-            .map_or_else(|| "unpinned".to_owned(), |c| format!("core {}", c.id));
-        tracing::info!(
-            "shard {}: driver={} ({}), {core}",
-            info.id,
-            choice.name,
-            choice.why
-        );
+        let core = core.filter(|_| pinned).map_or_else(|| "unpinned".to_owned(), |c| format!("core {}", c.id));
+        tracing::info!("shard {}: driver={} ({}), {core}", info.id, choice.name, choice.why);
     };
     driver::run_on_driver(io, pool, report, move || async move {
         let table = MountTable::new(
             mounts
                 .iter()
-                .map(|(prefix, factory)| Mount {
-                    prefix: Rc::from(prefix.as_str()),
-                    handler: factory.build(&info),
-                })
+                .map(|(prefix, factory)| Mount { prefix: Rc::from(prefix.as_str()), handler: factory.build(&info) })
                 .collect(),
         );
         let ctx = Rc::new(ShardCtx::new(info.id, limits, devel, table));
@@ -114,8 +93,7 @@ async fn shard_main(
 ) -> Result<(), String> {
     let mut accepting = Vec::with_capacity(listeners.len());
     for listener in listeners {
-        let listener = TcpListener::from_std(listener)
-            .map_err(|e| format!("shard {}: listener: {e}", ctx.id))?;
+        let listener = TcpListener::from_std(listener).map_err(|e| format!("shard {}: listener: {e}", ctx.id))?;
         accepting.push(accept_loop(listener, ctx.clone()));
     }
     let accept_all = join_all(accepting);
@@ -141,9 +119,7 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>) {
                 let ctx = ctx.clone();
                 monoio::spawn(async move {
                     let served =
-                        AssertUnwindSafe(crate::proto::h1::serve(stream, peer, ctx.clone(), key))
-                            .catch_unwind()
-                            .await;
+                        AssertUnwindSafe(crate::proto::h1::serve(stream, peer, ctx.clone(), key)).catch_unwind().await;
                     if served.is_err() {
                         tracing::error!(shard = ctx.id, %peer, "connection task panicked; connection dropped");
                     }

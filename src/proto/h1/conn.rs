@@ -80,20 +80,14 @@ impl<R: AsyncReadRent> ReadSide<R> {
     /// The next piece of the current request body.
     async fn body_chunk(&mut self, timeout: Duration) -> Option<Result<Bytes>> {
         if self.failure.is_some() {
-            return Some(Err(Error::new(
-                ErrorKind::BadRequest,
-                "request body failed earlier",
-            )));
+            return Some(Err(Error::new(ErrorKind::BadRequest, "request body failed earlier")));
         }
         loop {
             let err = match self.decoder.decode(&mut self.buf) {
                 Ok(Decoded::Data(bytes)) => return Some(Ok(bytes)),
                 Ok(Decoded::End) => return None,
                 Ok(Decoded::NeedMore) => match self.fill(timeout).await {
-                    Ok(0) => Error::new(
-                        ErrorKind::BadRequest,
-                        "connection closed inside the request body",
-                    ),
+                    Ok(0) => Error::new(ErrorKind::BadRequest, "connection closed inside the request body"),
                     Ok(_) => continue,
                     Err(e) => e,
                 },
@@ -116,10 +110,7 @@ impl<R: AsyncReadRent + 'static> BodySource for H1Body<R> {
     fn next_chunk(&mut self) -> LocalBoxFuture<'_, Option<Result<Bytes>>> {
         Box::pin(async move {
             let Some(mut side) = self.slot.borrow_mut().take() else {
-                return Some(Err(Error::new(
-                    ErrorKind::Internal,
-                    "request body read after the response was sent",
-                )));
+                return Some(Err(Error::new(ErrorKind::Internal, "request body read after the response was sent")));
             };
             let chunk = side.body_chunk(self.timeout).await;
             *self.slot.borrow_mut() = Some(side);
@@ -128,10 +119,7 @@ impl<R: AsyncReadRent + 'static> BodySource for H1Body<R> {
     }
 
     fn remaining(&self) -> Option<u64> {
-        self.slot
-            .borrow()
-            .as_ref()
-            .and_then(|side| side.decoder.remaining())
+        self.slot.borrow().as_ref().and_then(|side| side.decoder.remaining())
     }
 }
 
@@ -190,10 +178,7 @@ where
         loop {
             // Decode and answer every complete request in the buffer.
             loop {
-                let side = self
-                    .side
-                    .as_mut()
-                    .expect("read side present between requests");
+                let side = self.side.as_mut().expect("read side present between requests");
                 let parsed = parse_head(&mut side.buf, &limits);
                 match parsed {
                     Ok(Some(head)) => {
@@ -212,10 +197,7 @@ where
             }
             self.flush().await?;
 
-            let side = self
-                .side
-                .as_mut()
-                .expect("read side present between requests");
+            let side = self.side.as_mut().expect("read side present between requests");
             let timeout = if side.buf.is_empty() {
                 if self.shard.draining() {
                     return Ok(());
@@ -223,11 +205,7 @@ where
                 if side.buf.capacity() > MAX_IDLE_READ_BUF {
                     side.buf = BytesMut::with_capacity(READ_BUF_SIZE);
                 }
-                if first_request {
-                    limits.header_timeout
-                } else {
-                    limits.keep_alive
-                }
+                if first_request { limits.header_timeout } else { limits.keep_alive }
             } else {
                 let started = *head_started.get_or_insert_with(Instant::now);
                 limits.header_timeout.saturating_sub(started.elapsed())
@@ -246,11 +224,7 @@ where
                 Err(e) if e.kind() == ErrorKind::Timeout && !idle => {
                     // Slowloris: part of a head arrived, the rest did not in time.
                     self.side = None;
-                    self.write_error(
-                        &Error::new(ErrorKind::Timeout, "request head timed out"),
-                        None,
-                        Version::HTTP_11,
-                    );
+                    self.write_error(&Error::new(ErrorKind::Timeout, "request head timed out"), None, Version::HTTP_11);
                     return self.flush_and_close().await;
                 }
                 Err(e) => return Err(e),
@@ -261,12 +235,7 @@ where
     /// Answers one request; the response is left in `out` unless it streamed.
     async fn handle(&mut self, head: Head) -> Result<Next> {
         let limits = self.shard.limits;
-        let Head {
-            request,
-            framing,
-            keep_alive,
-            expect_continue,
-        } = head;
+        let Head { request, framing, keep_alive, expect_continue } = head;
         let version = request.version();
         let http10 = version == Version::HTTP_10;
         let is_head = request.method() == Method::HEAD;
@@ -276,10 +245,7 @@ where
             if n > limits.max_upload_size {
                 // Refused before a byte of the body is read (and before any 100).
                 let accept = request.headers().get(header::ACCEPT);
-                let error = Error::new(
-                    ErrorKind::PayloadTooLarge,
-                    "Content-Length exceeds max_upload_size",
-                );
+                let error = Error::new(ErrorKind::PayloadTooLarge, "Content-Length exceeds max_upload_size");
                 self.write_error(&error, accept, version);
                 return Ok(Next::Close);
             }
@@ -290,20 +256,14 @@ where
         let (body, slot) = if framing == Framing::Empty {
             (Body::empty(), None)
         } else {
-            let mut side = self
-                .side
-                .take()
-                .expect("read side present between requests");
+            let mut side = self.side.take().expect("read side present between requests");
             side.decoder = match framing {
                 Framing::Length(n) => Decoder::length(n),
                 _ => Decoder::chunked(limits.max_upload_size),
             };
             side.failure = None;
             let slot = Rc::new(RefCell::new(Some(side)));
-            let source = H1Body {
-                slot: slot.clone(),
-                timeout: limits.request_timeout,
-            };
+            let source = H1Body { slot: slot.clone(), timeout: limits.request_timeout };
             if expect_continue {
                 // Sent only now that the size check passed.
                 self.out.put_slice(CONTINUE);
@@ -313,7 +273,7 @@ where
         };
 
         let request = http::Request::from_parts(parts, body);
-        let mut response = self.shard.dispatch(request, self.peer).await;
+        let mut response = self.shard.dispatch(request, self.peer, accept.as_ref()).await;
 
         if let Some(slot) = &slot {
             // A body that failed (too large, malformed, timed out) decides the
@@ -326,17 +286,12 @@ where
             }
         }
         if self.shard.draining()
-            || response
-                .headers()
-                .get(header::CONNECTION)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+            || response.headers().get(header::CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
         {
             keep_alive = false;
         }
 
-        let written = self
-            .write_response(response, is_head, keep_alive, http10)
-            .await;
+        let written = self.write_response(response, is_head, keep_alive, http10).await;
         if let Some(slot) = slot {
             self.side = slot.borrow_mut().take();
         }
@@ -387,19 +342,8 @@ where
         match body.try_into_full() {
             Ok(full) => {
                 let len = full.as_ref().map_or(0, |b| b.len());
-                let framing = if no_body {
-                    encode::Framing::None
-                } else {
-                    encode::Framing::Length(len as u64)
-                };
-                encode_head(
-                    status,
-                    &parts.headers,
-                    framing,
-                    keep_alive,
-                    http10,
-                    &mut self.out,
-                );
+                let framing = if no_body { encode::Framing::None } else { encode::Framing::Length(len as u64) };
+                encode_head(status, &parts.headers, framing, keep_alive, http10, &mut self.out);
                 if let Some(bytes) = full.filter(|_| !is_head && !no_body) {
                     if bytes.len() >= DIRECT_WRITE_MIN {
                         self.flush().await?;
@@ -413,31 +357,17 @@ where
                 // Pull the first chunk before committing to a status: if the body
                 // fails at once (a malformed upload being echoed, say), the
                 // client can still get a proper error response.
-                let first = if is_head || no_body {
-                    None
-                } else {
-                    body.chunk().await
-                };
+                let first = if is_head || no_body { None } else { body.chunk().await };
                 let first = match first {
                     Some(Err(e)) => {
                         let error = Error::new(e.kind(), format!("response body failed: {e}"));
-                        self.write_error(
-                            &error,
-                            None,
-                            if http10 {
-                                Version::HTTP_10
-                            } else {
-                                Version::HTTP_11
-                            },
-                        );
+                        self.write_error(&error, None, if http10 { Version::HTTP_10 } else { Version::HTTP_11 });
                         return Ok(Next::Close);
                     }
                     Some(Ok(chunk)) => Some(chunk),
                     None => None,
                 };
-                let known = body
-                    .exact_len()
-                    .map(|rest| rest + first.as_ref().map_or(0, |c| c.len() as u64));
+                let known = body.exact_len().map(|rest| rest + first.as_ref().map_or(0, |c| c.len() as u64));
                 let framing = match (no_body, known, http10) {
                     (true, _, _) => encode::Framing::None,
                     (false, Some(n), _) => encode::Framing::Length(n),
@@ -447,31 +377,16 @@ where
                         encode::Framing::Close
                     }
                 };
-                encode_head(
-                    status,
-                    &parts.headers,
-                    framing,
-                    keep_alive,
-                    http10,
-                    &mut self.out,
-                );
+                encode_head(status, &parts.headers, framing, keep_alive, http10, &mut self.out);
                 if is_head || no_body {
-                    return Ok(if keep_alive {
-                        Next::KeepAlive
-                    } else {
-                        Next::Close
-                    });
+                    return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });
                 }
                 if first.is_none() && known.is_none() {
                     // The stream was empty: close the chunked body right away.
                     if framing == encode::Framing::Chunked {
                         self.out.put_slice(LAST_CHUNK);
                     }
-                    return Ok(if keep_alive {
-                        Next::KeepAlive
-                    } else {
-                        Next::Close
-                    });
+                    return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });
                 }
                 let mut sent: u64 = 0;
                 let mut next = first.map(Ok);
@@ -479,18 +394,14 @@ where
                     next = body.chunk().await;
                 }
                 while let Some(chunk) = next {
-                    let chunk = chunk
-                        .map_err(|e| Error::new(e.kind(), format!("response body failed: {e}")))?;
+                    let chunk = chunk.map_err(|e| Error::new(e.kind(), format!("response body failed: {e}")))?;
                     sent += chunk.len() as u64;
                     if framing == encode::Framing::Chunked {
                         encode_chunk(&chunk, &mut self.out);
                         self.flush().await?;
                     } else {
                         if known.is_some_and(|n| sent > n) {
-                            return Err(Error::new(
-                                ErrorKind::Internal,
-                                "response body longer than its length",
-                            ));
+                            return Err(Error::new(ErrorKind::Internal, "response body longer than its length"));
                         }
                         self.flush().await?;
                         self.write_bytes(chunk).await?;
@@ -500,20 +411,13 @@ where
                 match framing {
                     encode::Framing::Chunked => self.out.put_slice(LAST_CHUNK),
                     encode::Framing::Length(n) if sent != n => {
-                        return Err(Error::new(
-                            ErrorKind::Internal,
-                            "response body shorter than its length",
-                        ));
+                        return Err(Error::new(ErrorKind::Internal, "response body shorter than its length"));
                     }
                     _ => {}
                 }
             }
         }
-        Ok(if keep_alive {
-            Next::KeepAlive
-        } else {
-            Next::Close
-        })
+        Ok(if keep_alive { Next::KeepAlive } else { Next::Close })
     }
 
     fn error_response(&self, error: &Error, accept: Option<&HeaderValue>) -> Response {

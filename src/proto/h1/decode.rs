@@ -43,11 +43,7 @@ pub(crate) enum Decoder {
     /// Content-Length: bytes still expected.
     Length(u64),
     /// Chunked: where we are, bytes of data seen so far, and the size limit.
-    Chunked {
-        at: ChunkPos,
-        received: u64,
-        limit: u64,
-    },
+    Chunked { at: ChunkPos, received: u64, limit: u64 },
     /// Finished.
     Done,
 }
@@ -63,20 +59,12 @@ fn bad(detail: &'static str) -> Error {
 impl Decoder {
     /// A decoder for `length` bytes.
     pub(crate) fn length(length: u64) -> Decoder {
-        if length == 0 {
-            Decoder::Done
-        } else {
-            Decoder::Length(length)
-        }
+        if length == 0 { Decoder::Done } else { Decoder::Length(length) }
     }
 
     /// A chunked decoder refusing bodies over `limit` bytes.
     pub(crate) fn chunked(limit: u64) -> Decoder {
-        Decoder::Chunked {
-            at: ChunkPos(Chunk::Size),
-            received: 0,
-            limit,
-        }
+        Decoder::Chunked { at: ChunkPos(Chunk::Size), received: 0, limit }
     }
 
     /// True once the whole body has been consumed.
@@ -108,11 +96,7 @@ impl Decoder {
                 }
                 Ok(Decoded::Data(buf.split_to(take).freeze()))
             }
-            Decoder::Chunked {
-                at,
-                received,
-                limit,
-            } => loop {
+            Decoder::Chunked { at, received, limit } => loop {
                 match at.0 {
                     Chunk::Size => {
                         let Some(line_len) = find_line(buf, MAX_CHUNK_LINE)? else {
@@ -124,14 +108,9 @@ impl Decoder {
                             at.0 = Chunk::Trailers(0);
                             continue;
                         }
-                        *received = received
-                            .checked_add(size)
-                            .ok_or_else(|| bad("chunk size overflow"))?;
+                        *received = received.checked_add(size).ok_or_else(|| bad("chunk size overflow"))?;
                         if *received > *limit {
-                            return Err(Error::new(
-                                ErrorKind::PayloadTooLarge,
-                                "chunked body exceeds max_upload_size",
-                            ));
+                            return Err(Error::new(ErrorKind::PayloadTooLarge, "chunked body exceeds max_upload_size"));
                         }
                         at.0 = Chunk::Data(size);
                     }
@@ -141,11 +120,7 @@ impl Decoder {
                         }
                         let take = left.min(buf.len() as u64) as usize;
                         let rest = left - take as u64;
-                        at.0 = if rest == 0 {
-                            Chunk::DataEnd
-                        } else {
-                            Chunk::Data(rest)
-                        };
+                        at.0 = if rest == 0 { Chunk::DataEnd } else { Chunk::Data(rest) };
                         return Ok(Decoded::Data(buf.split_to(take).freeze()));
                     }
                     Chunk::DataEnd => {
@@ -195,23 +170,14 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64> {
         return Err(bad("invalid chunk size"));
     }
     let rest = &line[digits..];
-    let ext = rest
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .map(|i| &rest[i..])
-        .unwrap_or(&[]);
-    if !ext.is_empty()
-        && (ext[0] != b';' || ext.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f))
-    {
+    let ext = rest.iter().position(|&b| b != b' ' && b != b'\t').map(|i| &rest[i..]).unwrap_or(&[]);
+    if !ext.is_empty() && (ext[0] != b';' || ext.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f)) {
         return Err(bad("invalid chunk extension"));
     }
     let mut size = 0u64;
     for &b in &line[..digits] {
         let v = (b as char).to_digit(16).expect("checked hex digit") as u64;
-        size = size
-            .checked_mul(16)
-            .and_then(|s| s.checked_add(v))
-            .ok_or_else(|| bad("chunk size overflow"))?;
+        size = size.checked_mul(16).and_then(|s| s.checked_add(v)).ok_or_else(|| bad("chunk size overflow"))?;
     }
     Ok(size)
 }
@@ -252,11 +218,7 @@ mod tests {
         for step in 1..BODY.len() {
             let (body, rest) = run(BODY, step, 1 << 20).unwrap();
             assert_eq!(body, b"hello world", "step {step}");
-            assert_eq!(
-                &rest[..],
-                b"NEXT",
-                "the decoder stops exactly at the end of the body"
-            );
+            assert_eq!(&rest[..], b"NEXT", "the decoder stops exactly at the end of the body");
         }
     }
 
@@ -278,12 +240,7 @@ mod tests {
             b"\r\n",
         ] {
             let err = run(input, input.len(), 1 << 20).unwrap_err();
-            assert_eq!(
-                err.kind(),
-                ErrorKind::BadRequest,
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(err.kind(), ErrorKind::BadRequest, "{:?}", String::from_utf8_lossy(input));
         }
     }
 
@@ -297,17 +254,11 @@ mod tests {
     fn length_decoder_stops_at_length() {
         let mut dec = Decoder::length(5);
         let mut buf = BytesMut::from(&b"hel"[..]);
-        assert_eq!(
-            dec.decode(&mut buf).unwrap(),
-            Decoded::Data(Bytes::from_static(b"hel"))
-        );
+        assert_eq!(dec.decode(&mut buf).unwrap(), Decoded::Data(Bytes::from_static(b"hel")));
         assert_eq!(dec.remaining(), Some(2));
         assert_eq!(dec.decode(&mut buf).unwrap(), Decoded::NeedMore);
         let mut buf2 = BytesMut::from(&b"loGET"[..]);
-        assert_eq!(
-            dec.decode(&mut buf2).unwrap(),
-            Decoded::Data(Bytes::from_static(b"lo"))
-        );
+        assert_eq!(dec.decode(&mut buf2).unwrap(), Decoded::Data(Bytes::from_static(b"lo")));
         assert!(dec.is_done());
         assert_eq!(&buf2[..], b"GET");
         assert_eq!(dec.decode(&mut buf2).unwrap(), Decoded::End);

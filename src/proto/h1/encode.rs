@@ -22,9 +22,7 @@ pub(crate) enum Framing {
 
 /// True when `status` never carries a body (RFC 9110 §6.4.1).
 pub(crate) fn status_has_no_body(status: StatusCode) -> bool {
-    status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
+    status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
 }
 
 /// Writes the status line, default fields, the handler's fields and framing.
@@ -57,10 +55,7 @@ pub(crate) fn encode_head(
         dst.put_slice(b"\r\n");
     }
     for (name, value) in headers {
-        if name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
-            || name == header::CONNECTION
-        {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::CONNECTION {
             continue;
         }
         dst.put_slice(name.as_str().as_bytes());
@@ -146,8 +141,7 @@ mod tests {
     #[test]
     fn persistence_fields() {
         assert!(
-            head(Framing::Chunked, false, false)
-                .contains("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+            head(Framing::Chunked, false, false).contains("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
         );
         assert!(head(Framing::Length(1), true, true).contains("Connection: keep-alive\r\n"));
     }

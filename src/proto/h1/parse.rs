@@ -9,6 +9,7 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri, Version};
+use smallvec::SmallVec;
 
 use crate::config::Limits;
 use crate::error::{Error, ErrorKind, Result};
@@ -16,6 +17,10 @@ use crate::error::{Error, ErrorKind, Result};
 /// Upper bound of `max_headers`; the parser's header array lives on the stack
 /// uninitialised, so this costs nothing until used.
 pub(crate) const MAX_HEADERS_CAP: usize = 1000;
+
+/// Header fields whose positions are kept on the stack while a head is split
+/// off the buffer; requests with more spill to the heap.
+const INLINE_FIELDS: usize = 24;
 
 /// How the request body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,10 +68,7 @@ impl HeadError {
 
 impl From<Error> for HeadError {
     fn from(error: Error) -> Self {
-        HeadError {
-            error,
-            accept: None,
-        }
+        HeadError { error, accept: None }
     }
 }
 
@@ -90,11 +92,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
             return Err(Error::new(ErrorKind::HeaderTooLarge, "too many header fields").into());
         }
         Err(httparse::Error::Version) if looks_like_h2_preface(buf) => {
-            return Err(Error::new(
-                ErrorKind::NotImplemented,
-                "HTTP/2 prior knowledge is not enabled",
-            )
-            .into());
+            return Err(Error::new(ErrorKind::NotImplemented, "HTTP/2 prior knowledge is not enabled").into());
         }
         Err(_) => return Err(bad("malformed request head").into()),
     };
@@ -115,24 +113,23 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
         Some(1) => Version::HTTP_11,
         _ => return Err(bad("unsupported HTTP version").into()),
     };
-    let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
-        .map_err(|_| bad("invalid method"))?;
+    let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes()).map_err(|_| bad("invalid method"))?;
 
     // Offsets into the head, so header values can become zero-copy slices of it.
     let base = buf.as_ptr() as usize;
     let target_range = offset_of(base, target.as_bytes());
-    let mut fields: Vec<(HeaderName, (usize, usize))> = Vec::with_capacity(req.headers.len());
+    // Most requests have a handful of fields: keep their positions on the stack.
+    let mut fields: SmallVec<[(HeaderName, (usize, usize)); INLINE_FIELDS]> =
+        SmallVec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
         fields.push((name, offset_of(base, h.value)));
     }
 
     let head: Bytes = buf.split_to(head_len).freeze();
     let mut headers = HeaderMap::with_capacity(fields.len());
     for (name, (start, end)) in fields {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-            .map_err(|_| bad("invalid header value"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end)).map_err(|_| bad("invalid header value"))?;
         headers.append(name, value);
     }
     let uri = Uri::from_maybe_shared(head.slice(target_range.0..target_range.1))
@@ -142,14 +139,9 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
         check_host(&headers, version)?;
         let expect_continue = match headers.get(header::EXPECT) {
             None => false,
-            Some(v) if v.as_bytes().eq_ignore_ascii_case(b"100-continue") => {
-                version == Version::HTTP_11
-            }
+            Some(v) if v.as_bytes().eq_ignore_ascii_case(b"100-continue") => version == Version::HTTP_11,
             Some(_) => {
-                return Err(Error::new(
-                    ErrorKind::ExpectationFailed,
-                    "unsupported expectation",
-                ));
+                return Err(Error::new(ErrorKind::ExpectationFailed, "unsupported expectation"));
             }
         };
         Ok((framing, expect_continue))
@@ -158,10 +150,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
         Ok(ok) => ok,
         // The head parsed, so the error page can honour the client's Accept.
         Err(error) => {
-            return Err(HeadError {
-                error,
-                accept: headers.get(header::ACCEPT).cloned(),
-            });
+            return Err(HeadError { error, accept: headers.get(header::ACCEPT).cloned() });
         }
     };
     let keep_alive = wants_keep_alive(&headers, version);
@@ -171,12 +160,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
-    Ok(Some(Head {
-        request,
-        framing,
-        keep_alive,
-        expect_continue,
-    }))
+    Ok(Some(Head { request, framing, keep_alive, expect_continue }))
 }
 
 /// Enforces size limits on an incomplete head, so a slow or endless head is
@@ -193,10 +177,7 @@ fn check_partial(buf: &[u8], limits: &Limits) -> Result<()> {
                 return Err(Error::new(ErrorKind::UriTooLong, "request target too long"));
             }
         }
-        return Err(Error::new(
-            ErrorKind::HeaderTooLarge,
-            "request head too large",
-        ));
+        return Err(Error::new(ErrorKind::HeaderTooLarge, "request head too large"));
     }
     Ok(())
 }
@@ -228,9 +209,7 @@ fn body_framing(headers: &HeaderMap, version: Version) -> Result<Framing> {
         }
         let mut codings = Vec::new();
         for value in te {
-            let text = value
-                .to_str()
-                .map_err(|_| bad("invalid Transfer-Encoding"))?;
+            let text = value.to_str().map_err(|_| bad("invalid Transfer-Encoding"))?;
             for coding in text.split(',') {
                 let coding = coding.trim();
                 if coding.is_empty() {
@@ -246,10 +225,9 @@ fn body_framing(headers: &HeaderMap, version: Version) -> Result<Framing> {
         }
         return match codings.as_slice() {
             [only] if only.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
-            [.., last] if last.eq_ignore_ascii_case("chunked") => Err(Error::new(
-                ErrorKind::NotImplemented,
-                "transfer codings other than chunked",
-            )),
+            [.., last] if last.eq_ignore_ascii_case("chunked") => {
+                Err(Error::new(ErrorKind::NotImplemented, "transfer codings other than chunked"))
+            }
             _ => Err(bad("chunked is not the final transfer coding")),
         };
     }
@@ -259,8 +237,7 @@ fn body_framing(headers: &HeaderMap, version: Version) -> Result<Framing> {
     let mut length: Option<u64> = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for part in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_content_length(trim_ows(part))
-                .ok_or_else(|| bad("invalid Content-Length"))?;
+            let n = parse_content_length(trim_ows(part)).ok_or_else(|| bad("invalid Content-Length"))?;
             match length {
                 Some(prev) if prev != n => return Err(bad("differing Content-Length values")),
                 _ => length = Some(n),
@@ -288,9 +265,7 @@ fn parse_content_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    digits.iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
+    digits.iter().try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host field.
@@ -354,10 +329,7 @@ mod tests {
     fn every_split_position_needs_more_then_completes() {
         for cut in 0..SIMPLE.len() {
             let mut buf = BytesMut::from(&SIMPLE[..cut]);
-            assert!(
-                parse_head(&mut buf, &limits()).unwrap().is_none(),
-                "cut at {cut}"
-            );
+            assert!(parse_head(&mut buf, &limits()).unwrap().is_none(), "cut at {cut}");
             buf.extend_from_slice(&SIMPLE[cut..]);
             let head = parse_head(&mut buf, &limits()).unwrap().expect("complete");
             assert_eq!(head.request.uri().path(), "/a/b");
@@ -381,8 +353,7 @@ mod tests {
 
     #[test]
     fn body_remains_in_buffer() {
-        let mut buf =
-            BytesMut::from(&b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhelloGET"[..]);
+        let mut buf = BytesMut::from(&b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhelloGET"[..]);
         let head = parse_head(&mut buf, &limits()).unwrap().unwrap();
         assert_eq!(head.framing, Framing::Length(5));
         assert_eq!(&buf[..], b"helloGET");
@@ -390,18 +361,12 @@ mod tests {
 
     #[test]
     fn framing_rules() {
-        let chunked = parse(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let chunked = parse(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap();
         assert_eq!(chunked.framing, Framing::Chunked);
-        let dup_same =
-            parse(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
+        let dup_same = parse(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(dup_same.unwrap().unwrap().framing, Framing::Length(3));
         assert_eq!(
-            parse(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
-                .unwrap()
-                .unwrap()
-                .framing,
+            parse(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n").unwrap().unwrap().framing,
             Framing::Empty
         );
     }
@@ -444,12 +409,7 @@ mod tests {
             b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: h\r\nX : y\r\n\r\n",
         ] {
-            assert_eq!(
-                kind_of(req),
-                ErrorKind::BadRequest,
-                "{:?}",
-                String::from_utf8_lossy(req)
-            );
+            assert_eq!(kind_of(req), ErrorKind::BadRequest, "{:?}", String::from_utf8_lossy(req));
         }
     }
 
@@ -457,62 +417,35 @@ mod tests {
     fn http10_has_no_host_requirement_and_no_keep_alive_by_default() {
         let head = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!head.keep_alive);
-        let head = parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let head = parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().unwrap();
         assert!(head.keep_alive);
-        let head = parse(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade, close\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let head = parse(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade, close\r\n\r\n").unwrap().unwrap();
         assert!(!head.keep_alive);
     }
 
     #[test]
     fn limits_map_to_431_and_414() {
-        let small = Limits {
-            max_header_size: 256,
-            max_uri_size: 64,
-            max_headers: 4,
-            ..Limits::default()
-        };
+        let small = Limits { max_header_size: 256, max_uri_size: 64, max_headers: 4, ..Limits::default() };
         let long_uri = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(100));
         let mut buf = BytesMut::from(long_uri.as_bytes());
-        assert_eq!(
-            parse_head(&mut buf, &small).unwrap_err().kind(),
-            ErrorKind::UriTooLong
-        );
+        assert_eq!(parse_head(&mut buf, &small).unwrap_err().kind(), ErrorKind::UriTooLong);
         // An endless request line is refused before the head completes.
         let mut buf = BytesMut::from(format!("GET /{}", "a".repeat(200)).as_bytes());
-        assert_eq!(
-            parse_head(&mut buf, &small).unwrap_err().kind(),
-            ErrorKind::UriTooLong
-        );
+        assert_eq!(parse_head(&mut buf, &small).unwrap_err().kind(), ErrorKind::UriTooLong);
         let many = "GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
         let mut buf = BytesMut::from(many.as_bytes());
-        assert_eq!(
-            parse_head(&mut buf, &small).unwrap_err().kind(),
-            ErrorKind::HeaderTooLarge
-        );
+        assert_eq!(parse_head(&mut buf, &small).unwrap_err().kind(), ErrorKind::HeaderTooLarge);
         let big = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n", "v".repeat(300));
         let mut buf = BytesMut::from(big.as_bytes());
-        assert_eq!(
-            parse_head(&mut buf, &small).unwrap_err().kind(),
-            ErrorKind::HeaderTooLarge
-        );
+        assert_eq!(parse_head(&mut buf, &small).unwrap_err().kind(), ErrorKind::HeaderTooLarge);
     }
 
     #[test]
     fn expectations() {
-        let head = parse(
-            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nExpect: 100-Continue\r\n\r\n",
-        )
-        .unwrap()
-        .unwrap();
+        let head =
+            parse(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nExpect: 100-Continue\r\n\r\n").unwrap().unwrap();
         assert!(head.expect_continue);
-        assert_eq!(
-            kind_of(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\n\r\n"),
-            ErrorKind::ExpectationFailed
-        );
+        assert_eq!(kind_of(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\n\r\n"), ErrorKind::ExpectationFailed);
     }
 
     #[test]
