@@ -22,10 +22,7 @@ fn run(bin: &Path, args: &[&str]) -> Output {
 }
 
 fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Asserts a failed run whose stderr names `key`, without a panic.
@@ -33,23 +30,10 @@ fn assert_fails_naming(bin: &Path, args: &[&str], key: &str) {
     let out = run(bin, args);
     let (stdout, stderr) = text(&out);
     let what = format!("{} {}", bin.display(), args.join(" "));
-    assert!(
-        !out.status.success(),
-        "`{what}` should fail\nstdout: {stdout}\nstderr: {stderr}"
-    );
-    assert!(
-        out.status.code().is_some(),
-        "`{what}` died from a signal: {:?}\nstderr: {stderr}",
-        out.status
-    );
-    assert!(
-        !stderr.contains("panicked at"),
-        "`{what}` panicked:\n{stderr}"
-    );
-    assert!(
-        stderr.contains(key),
-        "`{what}`: stderr should name {key:?}:\n{stderr}"
-    );
+    assert!(!out.status.success(), "`{what}` should fail\nstdout: {stdout}\nstderr: {stderr}");
+    assert!(out.status.code().is_some(), "`{what}` died from a signal: {:?}\nstderr: {stderr}", out.status);
+    assert!(!stderr.contains("panicked at"), "`{what}` panicked:\n{stderr}");
+    assert!(stderr.contains(key), "`{what}`: stderr should name {key:?}:\n{stderr}");
 }
 
 const GOOD: &str = r#"
@@ -79,16 +63,8 @@ fn check_good_config_ok() {
     for bin in programs() {
         let out = run(&bin, &["check", "-c", path]);
         let (stdout, stderr) = text(&out);
-        assert!(
-            out.status.success(),
-            "{}: check failed\nstdout: {stdout}\nstderr: {stderr}",
-            bin.display()
-        );
-        assert!(
-            stdout.contains("ok"),
-            "{}: check should print ok, got stdout {stdout:?}",
-            bin.display()
-        );
+        assert!(out.status.success(), "{}: check failed\nstdout: {stdout}\nstderr: {stderr}", bin.display());
+        assert!(stdout.contains("ok"), "{}: check should print ok, got stdout {stdout:?}", bin.display());
     }
     // `-c` before the subcommand works too.
     let out = run(&skitai_bin(), &["-c", path, "check"]);
@@ -97,24 +73,12 @@ fn check_good_config_ok() {
 
 #[test]
 fn check_integer_sizes_and_empty_file() {
-    let file = temp_toml(
-        "[server]\nmax_upload_size = 1048576\nmax_header_size = 8192\nmax_uri_size = 4096\n",
-    );
-    let out = run(
-        &skitai_bin(),
-        &["check", "-c", file.path().to_str().unwrap()],
-    );
+    let file = temp_toml("[server]\nmax_upload_size = 1048576\nmax_header_size = 8192\nmax_uri_size = 4096\n");
+    let out = run(&skitai_bin(), &["check", "-c", file.path().to_str().unwrap()]);
     assert!(out.status.success(), "integer byte sizes: {}", text(&out).1);
     let empty = temp_toml("");
-    let out = run(
-        &skitai_bin(),
-        &["check", "-c", empty.path().to_str().unwrap()],
-    );
-    assert!(
-        out.status.success(),
-        "an empty file is a valid configuration: {}",
-        text(&out).1
-    );
+    let out = run(&skitai_bin(), &["check", "-c", empty.path().to_str().unwrap()]);
+    assert!(out.status.success(), "an empty file is a valid configuration: {}", text(&out).1);
 }
 
 /// Bad configurations and the key each error must name.
@@ -131,10 +95,7 @@ const BAD: &[(&str, &str)] = &[
     ("[server]\nkeep_alive = 0\n", "keep_alive"),
     ("[server]\nheader_timeout = 0\n", "header_timeout"),
     ("[server]\nmax_upload_size = \"lots\"\n", "max_upload_size"),
-    (
-        "[server]\nmax_header_size = \"16 parsecs\"\n",
-        "max_header_size",
-    ),
+    ("[server]\nmax_header_size = \"16 parsecs\"\n", "max_header_size"),
     ("[server]\nmax_headers = \"many\"\n", "max_headers"),
     ("[server]\nmax_uri_size = true\n", "max_uri_size"),
     ("[server]\nbacklog = 0\n", "backlog"),
@@ -154,14 +115,8 @@ fn check_bad_configs_name_the_key() {
                 // A TOML syntax error: the message must at least point at the file.
                 let out = run(&bin, &["check", "-c", path]);
                 let stderr = text(&out).1;
-                assert!(
-                    !out.status.success() && !stderr.contains("panicked at"),
-                    "{toml:?}: {stderr}"
-                );
-                assert!(
-                    stderr.contains(path) || stderr.contains("line"),
-                    "{toml:?}: say where: {stderr}"
-                );
+                assert!(!out.status.success() && !stderr.contains("panicked at"), "{toml:?}: {stderr}");
+                assert!(stderr.contains(path) || stderr.contains("line"), "{toml:?}: say where: {stderr}");
                 continue;
             }
             assert_fails_naming(&bin, &["check", "-c", path], key);
@@ -171,17 +126,10 @@ fn check_bad_configs_name_the_key() {
 
 #[test]
 fn starting_with_bad_config_fails_naming_the_key() {
-    for (toml, key) in [
-        ("[server]\nport = \"abc\"\n", "port"),
-        ("[server]\nprot = 1\n", "prot"),
-    ] {
+    for (toml, key) in [("[server]\nport = \"abc\"\n", "port"), ("[server]\nprot = 1\n", "prot")] {
         let file = temp_toml(toml);
         for bin in programs() {
-            assert_fails_naming(
-                &bin,
-                &["-c", file.path().to_str().unwrap(), "--port", "0"],
-                key,
-            );
+            assert_fails_naming(&bin, &["-c", file.path().to_str().unwrap(), "--port", "0"], key);
         }
     }
 }
@@ -191,11 +139,7 @@ fn check_missing_file_fails() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.toml");
     for bin in programs() {
-        assert_fails_naming(
-            &bin,
-            &["check", "-c", missing.to_str().unwrap()],
-            "nope.toml",
-        );
+        assert_fails_naming(&bin, &["check", "-c", missing.to_str().unwrap()], "nope.toml");
     }
 }
 
@@ -228,22 +172,9 @@ fn help_lists_the_flags() {
         let out = run(&bin, &["--help"]);
         let (stdout, _) = text(&out);
         assert!(out.status.success());
-        for flag in [
-            "--port",
-            "--address",
-            "--shards",
-            "--io",
-            "--config",
-            "--devel",
-            "--silent",
-            "--name",
-            "--mount",
-        ] {
-            assert!(
-                stdout.contains(flag),
-                "{}: --help lacks {flag}:\n{stdout}",
-                bin.display()
-            );
+        for flag in ["--port", "--address", "--shards", "--io", "--config", "--devel", "--silent", "--name", "--mount"]
+        {
+            assert!(stdout.contains(flag), "{}: --help lacks {flag}:\n{stdout}", bin.display());
         }
     }
 }
@@ -291,25 +222,12 @@ fn skitai_toml_in_current_dir_is_read() {
     for bin in programs() {
         let out = run_bounded(Command::new(&bin).current_dir(dir.path()).args(["check"]));
         let stderr = text(&out).1;
-        assert!(
-            !out.status.success(),
-            "{}: ./skitai.toml was not read",
-            bin.display()
-        );
-        assert!(
-            stderr.contains("port") && !stderr.contains("panicked at"),
-            "{stderr}"
-        );
+        assert!(!out.status.success(), "{}: ./skitai.toml was not read", bin.display());
+        assert!(stderr.contains("port") && !stderr.contains("panicked at"), "{stderr}");
     }
-    std::fs::write(
-        dir.path().join("skitai.toml"),
-        "[server]\naddress = \"127.0.0.1\"\nport = 0\nshards = 1\n",
-    )
-    .unwrap();
-    let server = ServerBuilder::new(hello_bin())
-        .no_listen_flags()
-        .current_dir(dir.path())
-        .start();
+    std::fs::write(dir.path().join("skitai.toml"), "[server]\naddress = \"127.0.0.1\"\nport = 0\nshards = 1\n")
+        .unwrap();
+    let server = ServerBuilder::new(hello_bin()).no_listen_flags().current_dir(dir.path()).start();
     assert_eq!(server.addr().ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
     let mut c = server.connect();
     c.send(get("/"));
@@ -327,11 +245,7 @@ fn name_flag_accepted() {
 #[test]
 fn silent_still_serves() {
     // --silent may hide the `listening on` line, so pick the port here.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut server = ServerBuilder::new(hello_bin())
         .no_listen_flags()
         .arg("--address")
@@ -347,15 +261,8 @@ fn silent_still_serves() {
         if let Ok(s) = std::net::TcpStream::connect(addr) {
             break Conn::from_stream(s);
         }
-        assert!(
-            server.is_running(),
-            "--silent server exited:\n{}",
-            server.stderr()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "--silent server never listened on {addr}"
-        );
+        assert!(server.is_running(), "--silent server exited:\n{}", server.stderr());
+        assert!(Instant::now() < deadline, "--silent server never listened on {addr}");
         std::thread::sleep(Duration::from_millis(50));
     };
     c.send(get("/"));

@@ -590,15 +590,9 @@ fn html_error_problem(r: &Response, status: u16) -> Option<String> {
     if r.status != status {
         Some(format!("status {} instead of {status}", r.status))
     } else if !ct.starts_with("text/html") {
-        Some(format!(
-            "Content-Type {ct:?} for a client preferring HTML (body {:?})",
-            r.body_str()
-        ))
+        Some(format!("Content-Type {ct:?} for a client preferring HTML (body {:?})", r.body_str()))
     } else if !r.body_str().contains(&status.to_string()) {
-        Some(format!(
-            "the HTML page does not show the status: {:?}",
-            r.body_str()
-        ))
+        Some(format!("the HTML page does not show the status: {:?}", r.body_str()))
     } else {
         None
     }

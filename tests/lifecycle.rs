@@ -28,18 +28,12 @@ both_drivers! {
 
 /// Sends a slow request on a new connection from a thread; the thread returns
 /// the response and whether the server closed the connection after it.
-fn slow_request(
-    server: &Server,
-    ms: u64,
-    done: Arc<AtomicBool>,
-) -> thread::JoinHandle<(Response, bool)> {
+fn slow_request(server: &Server, ms: u64, done: Arc<AtomicBool>) -> thread::JoinHandle<(Response, bool)> {
     let mut c = server.connect();
     c.set_read_timeout(DRAIN_BOUND);
     c.send(get(&format!("/delay?ms={ms}")));
     thread::spawn(move || {
-        let r = c
-            .try_read_response(false)
-            .unwrap_or_else(|e| panic!("in-flight request lost: {}", describe(&e)));
+        let r = c.try_read_response(false).unwrap_or_else(|e| panic!("in-flight request lost: {}", describe(&e)));
         done.store(true, Ordering::SeqCst);
         let closed = c.closed_within(Duration::from_secs(5)) == Ok(true);
         (r, closed)
@@ -61,9 +55,7 @@ fn wait_refused(server: &Server, bound: Duration) -> Result<(), String> {
             }
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "new connections still accepted {bound:?} after SIGTERM"
-            ));
+            return Err(format!("new connections still accepted {bound:?} after SIGTERM"));
         }
         thread::sleep(Duration::from_millis(20));
     }
@@ -82,53 +74,26 @@ fn drain(io: Io, signal: i32) {
     let inflight = slow_request(&server, 3000, done.clone());
     // Give the request time to reach the handler (ordering, not a measurement).
     thread::sleep(Duration::from_millis(500));
-    assert!(
-        !done.load(Ordering::SeqCst),
-        "the slow request finished before the signal"
-    );
+    assert!(!done.load(Ordering::SeqCst), "the slow request finished before the signal");
     server.signal(signal);
 
     // New connections are refused while the slow request is still running.
     let refused = wait_refused(&server, Duration::from_secs(10));
     let refused_while_draining = !done.load(Ordering::SeqCst);
     refused.unwrap();
-    assert!(
-        refused_while_draining,
-        "new connections were accepted until the in-flight request finished"
-    );
+    assert!(refused_while_draining, "new connections were accepted until the in-flight request finished");
 
     // The idle connection is closed without a response.
     idle.expect_closed();
 
     let (r, closed) = inflight.join().expect("in-flight client thread");
-    assert_eq!(
-        (r.status, r.body_str().as_str()),
-        (200, "done"),
-        "in-flight request must complete: {r:?}"
-    );
-    assert!(
-        r.connection_has("close"),
-        "a response sent while draining must say Connection: close: {r:?}"
-    );
-    assert!(
-        closed,
-        "the connection must be closed after the drained response"
-    );
+    assert_eq!((r.status, r.body_str().as_str()), (200, "done"), "in-flight request must complete: {r:?}");
+    assert!(r.connection_has("close"), "a response sent while draining must say Connection: close: {r:?}");
+    assert!(closed, "the connection must be closed after the drained response");
 
-    let status = server
-        .wait_exit(DRAIN_BOUND)
-        .expect("server still running after the drain");
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "graceful shutdown exits 0; stderr:\n{}",
-        server.stderr()
-    );
-    assert!(
-        !server.stderr().contains("panicked at"),
-        "{}",
-        server.stderr()
-    );
+    let status = server.wait_exit(DRAIN_BOUND).expect("server still running after the drain");
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0; stderr:\n{}", server.stderr());
+    assert!(!server.stderr().contains("panicked at"), "{}", server.stderr());
 }
 
 both_drivers! {

@@ -27,7 +27,7 @@ pub fn error_response(status: StatusCode, accept: Option<&HeaderValue>, detail: 
     } else {
         let mut json = format!("{{\"code\": {code}, \"message\": \"{reason}\"");
         if let Some(detail) = detail {
-            json.push_str(", \"detail\": \"");
+            json.push_str(", \"traceback\": \"");
             escape_json_into(detail, &mut json);
             json.push('"');
         }
@@ -124,6 +124,6 @@ mod tests {
     fn json_wins_when_ranked_higher() {
         let h = HeaderValue::from_static("text/html;q=0.5, application/json");
         let res = error_response(StatusCode::BAD_REQUEST, Some(&h), Some("a \"b\"\n"));
-        assert_eq!(body_text(res), r#"{"code": 40000, "message": "bad request", "detail": "a \"b\"\n"}"#);
+        assert_eq!(body_text(res), r#"{"code": 40000, "message": "bad request", "traceback": "a \"b\"\n"}"#);
     }
 }

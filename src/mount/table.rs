@@ -30,7 +30,7 @@ pub(crate) struct MountTable {
 impl MountTable {
     /// Builds the table; later duplicates of a prefix are ignored by the caller's validation.
     pub(crate) fn new(mut mounts: Vec<Mount>) -> MountTable {
-        mounts.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
         MountTable { mounts }
     }
 

@@ -4,6 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
 use std::task::Waker;
 
 use futures_util::FutureExt;
@@ -13,7 +14,7 @@ use slab::Slab;
 
 use crate::config::Limits;
 use crate::http::{Request, Response, error_response};
-use crate::mount::{Ctx, Lookup, MountTable};
+use crate::mount::{Ctx, Handler, Lookup, MountTable};
 
 /// A live connection as the shard sees it: enough to close it when draining.
 struct ConnEntry {
@@ -106,23 +107,23 @@ impl ShardCtx {
         .await
     }
 
-    /// Routes a request through the mount table to its handler. A handler
-    /// panic becomes a 500; the shard keeps serving.
-    /// `accept` is the request's `Accept` field, for error pages.
-    pub(crate) async fn dispatch(&self, mut req: Request, peer: SocketAddr, accept: Option<&HeaderValue>) -> Response {
+    /// Finds who answers `req`: a handler (with its context; the target is
+    /// rewritten to the path below the mount point) or the engine itself
+    /// (404, a 308 adding a slash, 400). `accept` is for error pages.
+    pub(crate) fn route(&self, req: &mut Request, peer: SocketAddr, accept: Option<&HeaderValue>) -> Route<'_> {
         let (mount, strip) = match self.mounts.lookup(req.uri().path()) {
             Lookup::Found { mount, strip } => (mount, strip),
-            Lookup::AddSlash => return add_slash_redirect(req.uri()),
-            Lookup::NotFound => return error_response(StatusCode::NOT_FOUND, accept, None),
+            Lookup::AddSlash => return Route::Respond(add_slash_redirect(req.uri())),
+            Lookup::NotFound => return Route::Respond(error_response(StatusCode::NOT_FOUND, accept, None)),
         };
         let original_uri = req.uri().clone();
         if strip > 0 {
             match strip_prefix(req.uri(), strip) {
                 Some(uri) => *req.uri_mut() = uri,
-                None => return error_response(StatusCode::BAD_REQUEST, accept, None),
+                None => return Route::Respond(error_response(StatusCode::BAD_REQUEST, accept, None)),
             }
         }
-        let mut cx = Ctx {
+        let cx = Ctx {
             peer,
             shard: self.id,
             mount_point: mount.prefix.clone(),
@@ -130,8 +131,18 @@ impl ShardCtx {
             original_uri,
             devel: self.devel,
         };
-        let handler = &mount.handler;
-        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req, &mut cx))) {
+        Route::Handler(&mount.handler, cx)
+    }
+
+    /// Calls `handler`; a panic inside it becomes a 500 and the shard keeps serving.
+    pub(crate) async fn call(
+        &self,
+        handler: &Rc<dyn Handler>,
+        req: Request,
+        cx: &mut Ctx,
+        accept: Option<&HeaderValue>,
+    ) -> Response {
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req, cx))) {
             Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
             Err(panic) => Err(panic),
         };
@@ -142,6 +153,22 @@ impl ShardCtx {
             error_response(StatusCode::INTERNAL_SERVER_ERROR, accept, detail.as_deref())
         })
     }
+
+    /// [`Self::route`] then [`Self::call`].
+    pub(crate) async fn dispatch(&self, mut req: Request, peer: SocketAddr, accept: Option<&HeaderValue>) -> Response {
+        match self.route(&mut req, peer, accept) {
+            Route::Respond(response) => response,
+            Route::Handler(handler, mut cx) => self.call(handler, req, &mut cx, accept).await,
+        }
+    }
+}
+
+/// Who answers a request.
+pub(crate) enum Route<'a> {
+    /// A mounted handler, and the context it gets.
+    Handler(&'a Rc<dyn Handler>, Ctx),
+    /// The engine answers at once.
+    Respond(Response),
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -38,7 +38,7 @@ where
 {
     if mode == IoMode::Epoll {
         let choice = DriverChoice { name: "epoll", why: "requested with io = epoll".into() };
-        return Ok(run_epoll(pool, choice, report, make)?);
+        return run_epoll(pool, choice, report, make);
     }
     let mut tuned = io_uring::IoUring::builder();
     tuned.setup_coop_taskrun().setup_taskrun_flag();

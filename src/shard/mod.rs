@@ -18,7 +18,7 @@ use futures_util::{FutureExt, StreamExt};
 use monoio::blocking::DefaultThreadPool;
 use monoio::net::TcpListener;
 
-pub(crate) use ctx::ShardCtx;
+pub(crate) use ctx::{Route, ShardCtx};
 
 use crate::config::{IoMode, Limits};
 use crate::mount::{HandlerFactory, Mount, MountTable, ShardInfo};

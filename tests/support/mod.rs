@@ -79,20 +79,13 @@ pub fn skitai_bin() -> PathBuf {
 
 /// The `hello` example, from the same target directory and profile as `skitai`.
 pub fn hello_bin() -> PathBuf {
-    let path = skitai_bin()
-        .parent()
-        .expect("binary has a parent directory")
-        .join("examples")
-        .join("hello");
+    let path = skitai_bin().parent().expect("binary has a parent directory").join("examples").join("hello");
     if !path.exists() {
         let fallback = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/examples/hello");
         if fallback.exists() {
             return fallback;
         }
-        panic!(
-            "{} is missing: run `cargo build --examples` before the integration tests",
-            path.display()
-        );
+        panic!("{} is missing: run `cargo build --examples` before the integration tests", path.display());
     }
     path
 }
@@ -173,10 +166,7 @@ impl Captured {
 /// Extracts the address from the first `listening on http://ADDR:PORT` in `text`.
 pub fn parse_listening(text: &str) -> Option<SocketAddr> {
     let start = text.find("listening on http://")? + "listening on http://".len();
-    let addr: String = text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || ".:[]".contains(*c))
-        .collect();
+    let addr: String = text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || ".:[]".contains(*c)).collect();
     addr.parse().ok()
 }
 
@@ -205,12 +195,7 @@ impl ServerBuilder {
     pub fn new(bin: PathBuf) -> Self {
         ServerBuilder {
             bin,
-            args: vec![
-                "--port".into(),
-                "0".into(),
-                "--address".into(),
-                "127.0.0.1".into(),
-            ],
+            args: vec!["--port".into(), "0".into(), "--address".into(), "127.0.0.1".into()],
             config: None,
             dir: None,
             io: None,
@@ -271,10 +256,7 @@ impl ServerBuilder {
         }
         let mut cmd = Command::new(&self.bin);
         let config_file = self.config.map(|toml| {
-            let mut f = tempfile::Builder::new()
-                .suffix(".toml")
-                .tempfile()
-                .expect("temp config file");
+            let mut f = tempfile::Builder::new().suffix(".toml").tempfile().expect("temp config file");
             f.write_all(toml.as_bytes()).expect("write temp config");
             f.flush().unwrap();
             f
@@ -291,9 +273,7 @@ impl ServerBuilder {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
         let stdout = Captured::spawn(child.stdout.take().unwrap());
         let stderr = Captured::spawn(child.stderr.take().unwrap());
         let command = format!("{} {}", self.bin.display(), {
@@ -304,16 +284,7 @@ impl ServerBuilder {
             a.extend(self.args.iter().map(|s| s.to_string_lossy().into_owned()));
             a.join(" ")
         });
-        Server {
-            child,
-            stdout,
-            stderr,
-            addr: None,
-            io: self.io,
-            command,
-            _config: config_file,
-            exited: None,
-        }
+        Server { child, stdout, stderr, addr: None, io: self.io, command, _config: config_file, exited: None }
     }
 
     /// Spawns the process and waits for its `listening on` line.
@@ -340,10 +311,7 @@ impl Server {
     fn wait_listening(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if self
-                .stderr
-                .wait_for(Duration::from_millis(200), |t| parse_listening(t).is_some())
-            {
+            if self.stderr.wait_for(Duration::from_millis(200), |t| parse_listening(t).is_some()) {
                 break;
             }
             if let Some(status) = self.try_exit() {
@@ -371,15 +339,9 @@ impl Server {
 
     /// Asserts that every driver line names `io`'s driver and at least one does.
     pub fn assert_driver(&self, io: Io) {
-        let ok = self
-            .stderr
-            .wait_for(Duration::from_secs(5), |t| t.contains("driver="));
+        let ok = self.stderr.wait_for(Duration::from_secs(5), |t| t.contains("driver="));
         let text = self.stderr();
-        assert!(
-            ok,
-            "no `driver=` line on stderr after asking for --io {}\n{text}",
-            io.flag()
-        );
+        assert!(ok, "no `driver=` line on stderr after asking for --io {}\n{text}", io.flag());
         for line in text.lines().filter(|l| l.contains("driver=")) {
             assert!(
                 line.contains(&format!("driver={}", io.driver())),
@@ -391,13 +353,8 @@ impl Server {
 
     /// The number of stderr lines reporting a shard's driver (waits up to 5 s for `n`).
     pub fn driver_lines(&self, n: usize) -> usize {
-        self.stderr.wait_for(Duration::from_secs(5), |t| {
-            t.lines().filter(|l| l.contains("driver=")).count() >= n
-        });
-        self.stderr()
-            .lines()
-            .filter(|l| l.contains("driver="))
-            .count()
+        self.stderr.wait_for(Duration::from_secs(5), |t| t.lines().filter(|l| l.contains("driver=")).count() >= n);
+        self.stderr().lines().filter(|l| l.contains("driver=")).count()
     }
 
     /// The address from the `listening on` line.
@@ -430,13 +387,7 @@ impl Server {
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
         let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-        assert_eq!(
-            rc,
-            0,
-            "kill({}, {sig}) failed: {}",
-            self.child.id(),
-            io::Error::last_os_error()
-        );
+        assert_eq!(rc, 0, "kill({}, {sig}) failed: {}", self.child.id(), io::Error::last_os_error());
     }
 
     fn try_exit(&mut self) -> Option<ExitStatus> {
@@ -475,11 +426,7 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
         if thread::panicking() {
-            eprintln!(
-                "--- server command ---\n{}\n--- server stderr ---\n{}",
-                self.command,
-                self.stderr()
-            );
+            eprintln!("--- server command ---\n{}\n--- server stderr ---\n{}", self.command, self.stderr());
             let out = self.stdout();
             if !out.is_empty() {
                 eprintln!("--- server stdout ---\n{out}");
@@ -505,18 +452,12 @@ pub struct Response {
 impl Response {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// How many times header `name` appears.
     pub fn header_count(&self, name: &str) -> usize {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .count()
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count()
     }
 
     pub fn body_str(&self) -> String {
@@ -533,30 +474,12 @@ impl Response {
 
     /// Asserts `Server: skitai/<version>` and a valid IMF-fixdate `Date`.
     pub fn assert_server_and_date(&self) {
-        let server = self
-            .header("server")
-            .unwrap_or_else(|| panic!("no Server header: {self:?}"));
-        assert!(
-            server.starts_with("skitai/") && server.len() > "skitai/".len(),
-            "Server header {server:?}"
-        );
-        let date = self
-            .header("date")
-            .unwrap_or_else(|| panic!("no Date header: {self:?}"));
-        assert!(
-            httpdate::parse_http_date(date).is_ok(),
-            "Date header {date:?} is not an HTTP date"
-        );
-        assert_eq!(
-            self.header_count("date"),
-            1,
-            "Date header repeated: {self:?}"
-        );
-        assert_eq!(
-            self.header_count("server"),
-            1,
-            "Server header repeated: {self:?}"
-        );
+        let server = self.header("server").unwrap_or_else(|| panic!("no Server header: {self:?}"));
+        assert!(server.starts_with("skitai/") && server.len() > "skitai/".len(), "Server header {server:?}");
+        let date = self.header("date").unwrap_or_else(|| panic!("no Date header: {self:?}"));
+        assert!(httpdate::parse_http_date(date).is_ok(), "Date header {date:?} is not an HTTP date");
+        assert_eq!(self.header_count("date"), 1, "Date header repeated: {self:?}");
+        assert_eq!(self.header_count("server"), 1, "Server header repeated: {self:?}");
     }
 
     /// Asserts a JSON error body `{"code": status*100, "message": "<lowercase reason>"}`.
@@ -570,16 +493,11 @@ impl Response {
     pub fn json_error_problem(&self, status: u16, message: &str) -> Option<String> {
         let body = self.body_str();
         if self.status != status {
-            return Some(format!(
-                "status {} instead of {status} (body {body:?})",
-                self.status
-            ));
+            return Some(format!("status {} instead of {status} (body {body:?})", self.status));
         }
         let ct = self.header("content-type").unwrap_or_default();
         if !ct.starts_with("application/json") {
-            return Some(format!(
-                "error Content-Type {ct:?} instead of application/json (body {body:?})"
-            ));
+            return Some(format!("error Content-Type {ct:?} instead of application/json (body {body:?})"));
         }
         let compact: String = body.chars().filter(|c| !c.is_whitespace()).collect();
         let code = format!("\"code\":{}", u32::from(status) * 100);
@@ -589,9 +507,7 @@ impl Response {
         let with_space = format!("\"message\": \"{message}\"");
         let without = format!("\"message\":\"{message}\"");
         if !body.contains(&with_space) && !body.contains(&without) {
-            return Some(format!(
-                "error body {body:?} lacks \"message\": \"{message}\""
-            ));
+            return Some(format!("error body {body:?} lacks \"message\": \"{message}\""));
         }
         None
     }
@@ -621,8 +537,7 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
 
 impl Conn {
     pub fn connect(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         Conn::from_stream(stream)
     }
 
@@ -630,10 +545,7 @@ impl Conn {
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
-        Conn {
-            stream,
-            buf: Vec::new(),
-        }
+        Conn { stream, buf: Vec::new() }
     }
 
     pub fn set_read_timeout(&self, t: Duration) {
@@ -642,9 +554,7 @@ impl Conn {
 
     /// Writes all of `bytes` in one call.
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        self.stream
-            .write_all(bytes.as_ref())
-            .unwrap_or_else(|e| panic!("write to server: {e}"));
+        self.stream.write_all(bytes.as_ref()).unwrap_or_else(|e| panic!("write to server: {e}"));
     }
 
     /// Writes, returning the error instead of panicking (the server may have closed).
@@ -674,38 +584,23 @@ impl Conn {
 
     fn fill_or(&mut self) -> Result<(), ReadError> {
         match self.fill() {
-            Ok(0) => Err(ReadError::Closed {
-                partial: self.buf.clone(),
-                reset: false,
-            }),
+            Ok(0) => Err(ReadError::Closed { partial: self.buf.clone(), reset: false }),
             Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Err(ReadError::Timeout {
-                    partial: self.buf.clone(),
-                })
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(ReadError::Timeout { partial: self.buf.clone() })
             }
-            Err(_) => Err(ReadError::Closed {
-                partial: self.buf.clone(),
-                reset: true,
-            }),
+            Err(_) => Err(ReadError::Closed { partial: self.buf.clone(), reset: true }),
         }
     }
 
     /// Reads one response to a request that was not HEAD.
     pub fn read_response(&mut self) -> Response {
-        self.try_read_response(false)
-            .unwrap_or_else(|e| panic!("reading a response: {}", describe(&e)))
+        self.try_read_response(false).unwrap_or_else(|e| panic!("reading a response: {}", describe(&e)))
     }
 
     /// Reads one response to a HEAD request (no body whatever the headers say).
     pub fn read_head_response(&mut self) -> Response {
-        self.try_read_response(true)
-            .unwrap_or_else(|e| panic!("reading a HEAD response: {}", describe(&e)))
+        self.try_read_response(true).unwrap_or_else(|e| panic!("reading a HEAD response: {}", describe(&e)))
     }
 
     /// Reads one response; `head` tells that the request was HEAD.
@@ -717,10 +612,8 @@ impl Conn {
             self.fill_or()?;
         };
         let head_text = String::from_utf8_lossy(&self.buf[..head_end - 4]).into_owned();
-        let malformed = |reason: &str, buf: &[u8]| ReadError::Malformed {
-            reason: reason.to_owned(),
-            partial: buf.to_vec(),
-        };
+        let malformed =
+            |reason: &str, buf: &[u8]| ReadError::Malformed { reason: reason.to_owned(), partial: buf.to_vec() };
         let mut lines = head_text.split("\r\n");
         let status_line = lines.next().unwrap_or_default();
         let mut parts = status_line.splitn(3, ' ');
@@ -741,29 +634,18 @@ impl Conn {
             headers.push((n.to_owned(), v.trim().to_owned()));
         }
         self.buf.drain(..head_end);
-        let mut resp = Response {
-            version,
-            status,
-            reason,
-            headers,
-            body: Vec::new(),
-            chunked: false,
-            trailers: Vec::new(),
-        };
+        let mut resp =
+            Response { version, status, reason, headers, body: Vec::new(), chunked: false, trailers: Vec::new() };
 
         if head || (100..200).contains(&status) || status == 204 || status == 304 {
             return Ok(resp);
         }
-        let te = resp
-            .header("transfer-encoding")
-            .map(str::to_ascii_lowercase);
+        let te = resp.header("transfer-encoding").map(str::to_ascii_lowercase);
         if te.as_deref().is_some_and(|t| t.trim().ends_with("chunked")) {
             resp.chunked = true;
             self.read_chunked(&mut resp)?;
         } else if let Some(cl) = resp.header("content-length") {
-            let n: usize = cl
-                .parse()
-                .map_err(|_| malformed("bad Content-Length in response", &self.buf))?;
+            let n: usize = cl.parse().map_err(|_| malformed("bad Content-Length in response", &self.buf))?;
             while self.buf.len() < n {
                 self.fill_or()?;
             }
@@ -774,15 +656,8 @@ impl Conn {
                 match self.fill() {
                     Ok(0) => break,
                     Ok(_) => {}
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        return Err(ReadError::Timeout {
-                            partial: self.buf.clone(),
-                        });
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                        return Err(ReadError::Timeout { partial: self.buf.clone() });
                     }
                     Err(_) => break,
                 }
@@ -848,12 +723,7 @@ impl Conn {
             match self.fill() {
                 Ok(0) => break,
                 Ok(_) => continue,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                     panic!(
                         "the server did not close the connection within {IO_TIMEOUT:?} (unread: {:?})",
                         String::from_utf8_lossy(&self.buf)
@@ -876,14 +746,7 @@ impl Conn {
         let r = match self.fill() {
             Ok(0) => Ok(true),
             Ok(_) => Err(self.buf.clone()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(false)
-            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(false),
             Err(_) => Ok(true),
         };
         self.set_read_timeout(IO_TIMEOUT);
@@ -920,11 +783,8 @@ pub fn get(path: &str) -> String {
 
 /// A `POST` request for `path` with a Content-Length body.
 pub fn post(path: &str, body: &[u8]) -> Vec<u8> {
-    let mut r = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
+    let mut r =
+        format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
     r.extend_from_slice(body);
     r
 }
@@ -956,13 +816,8 @@ pub fn test_bytes(n: usize, seed: u64) -> Vec<u8> {
 
 /// Runs a command to completion, killing it after [`EXIT_TIMEOUT`].
 pub fn run_bounded(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("NO_COLOR", "1");
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).env("NO_COLOR", "1");
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let out = Captured::spawn(child.stdout.take().unwrap());
     let err = Captured::spawn(child.stderr.take().unwrap());
     let deadline = Instant::now() + EXIT_TIMEOUT;
@@ -973,21 +828,13 @@ pub fn run_bounded(cmd: &mut Command) -> Output {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "{cmd:?} did not exit within {EXIT_TIMEOUT:?}\nstderr: {}\nstdout: {}",
-                err.get(),
-                out.get()
-            );
+            panic!("{cmd:?} did not exit within {EXIT_TIMEOUT:?}\nstderr: {}\nstdout: {}", err.get(), out.get());
         }
         thread::sleep(Duration::from_millis(20));
     };
     // The pipes close at exit; wait briefly for the readers to drain them.
     err.wait_for(Duration::from_millis(300), |_| false);
-    Output {
-        status,
-        stdout: out.get().into_bytes(),
-        stderr: err.get().into_bytes(),
-    }
+    Output { status, stdout: out.get().into_bytes(), stderr: err.get().into_bytes() }
 }
 
 /// Runs curl with a time bound and `-sS`; returns its output.
@@ -999,22 +846,10 @@ pub fn curl(args: &[&str]) -> Output {
 
 /// The header blocks curl wrote with `-D FILE`: the last one (final response) parsed.
 pub fn last_header_block(dump: &str) -> (u16, Vec<(String, String)>) {
-    let blocks: Vec<&str> = dump
-        .split("\r\n\r\n")
-        .filter(|b| b.starts_with("HTTP/"))
-        .collect();
-    let last = blocks
-        .last()
-        .unwrap_or_else(|| panic!("no header block in {dump:?}"));
+    let blocks: Vec<&str> = dump.split("\r\n\r\n").filter(|b| b.starts_with("HTTP/")).collect();
+    let last = blocks.last().unwrap_or_else(|| panic!("no header block in {dump:?}"));
     let mut lines = last.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))

@@ -23,7 +23,8 @@ use super::encode::{self, LAST_CHUNK, encode_chunk, encode_head, status_has_no_b
 use super::parse::{Framing, Head, parse_head};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{Body, BodySource, Response, error_response};
-use crate::shard::ShardCtx;
+use crate::proto::Deadline;
+use crate::shard::{Route, ShardCtx};
 
 /// Initial capacity of a connection's read buffer; grows up to the head limit.
 const READ_BUF_SIZE: usize = 8 * 1024;
@@ -52,6 +53,7 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 struct ReadSide<R> {
     io: R,
     buf: BytesMut,
+    timer: Deadline,
     decoder: Decoder,
     /// Set when reading the body failed; the request's response becomes this error.
     failure: Option<Error>,
@@ -67,13 +69,13 @@ impl<R: AsyncReadRent> ReadSide<R> {
         let len = buf.len();
         let cap = buf.capacity();
         let read = self.io.read(buf.slice_mut(len..cap));
-        match monoio::time::timeout(timeout, read).await {
-            Ok((result, slice)) => {
+        match self.timer.limit(timeout, read).await {
+            Some((result, slice)) => {
                 self.buf = slice.into_inner();
                 Ok(result?)
             }
             // The buffer went with the cancelled read; the caller closes the connection.
-            Err(_) => Err(Error::new(ErrorKind::Timeout, "read timed out")),
+            None => Err(Error::new(ErrorKind::Timeout, "read timed out")),
         }
     }
 
@@ -142,10 +144,12 @@ where
         side: Some(ReadSide {
             io: read,
             buf: BytesMut::with_capacity(READ_BUF_SIZE),
+            timer: Deadline::new(),
             decoder: Decoder::Done,
             failure: None,
         }),
         write,
+        write_timer: Deadline::new(),
         out: BytesMut::with_capacity(WRITE_BUF_SIZE),
         peer,
         shard,
@@ -159,6 +163,7 @@ where
 struct Conn<R, W> {
     side: Option<ReadSide<R>>,
     write: W,
+    write_timer: Deadline,
     out: BytesMut,
     peer: SocketAddr,
     shard: Rc<ShardCtx>,
@@ -184,7 +189,13 @@ where
                     Ok(Some(head)) => {
                         head_started = None;
                         first_request = false;
-                        if self.handle(head).await? == Next::Close {
+                        // The common case stays small and unboxed; bodies take the boxed road.
+                        let next = if head.framing == Framing::Empty {
+                            self.handle_bodiless(head).await
+                        } else {
+                            Box::pin(self.handle_with_body(head)).await?
+                        };
+                        if next == Next::Close {
                             return self.flush_and_close().await;
                         }
                     }
@@ -232,10 +243,66 @@ where
         }
     }
 
-    /// Answers one request; the response is left in `out` unless it streamed.
-    async fn handle(&mut self, head: Head) -> Result<Next> {
+    /// Answers a request without a body (the hot path: no allocation beyond
+    /// the request, the handler's future and the response).
+    ///
+    /// Routing is synchronous and the context lives in this future, so the
+    /// only future awaited per request is the handler's own (boxed) one:
+    /// nothing large is built and moved on each request.
+    async fn handle_bodiless(&mut self, head: Head) -> Next {
+        let Head { request, keep_alive, accept, .. } = head;
+        let http10 = request.version() == Version::HTTP_10;
+        let is_head = request.method() == Method::HEAD;
+        let (parts, ()) = request.into_parts();
+        let mut request = http::Request::from_parts(parts, Body::empty());
+        let shard = self.shard.clone();
+        let response = match shard.route(&mut request, self.peer, accept.as_ref()) {
+            Route::Respond(response) => response,
+            Route::Handler(handler, mut cx) => shard.call(handler, request, &mut cx, accept.as_ref()).await,
+        };
+        let keep_alive = keep_alive && !self.must_close(&response);
+        self.respond(response, is_head, keep_alive, http10).await
+    }
+
+    /// True when the connection must close after `response` (draining, or the handler asked).
+    fn must_close(&self, response: &Response) -> bool {
+        self.shard.draining()
+            || response.headers().get(header::CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+    }
+
+    /// Sends a response: small in-memory bodies are encoded straight into the
+    /// batch buffer; large or streamed bodies go through the boxed writer.
+    async fn respond(&mut self, response: Response, is_head: bool, keep_alive: bool, http10: bool) -> Next {
+        let (parts, body) = response.into_parts();
+        let body = match body.try_into_full() {
+            Ok(full) if full.as_ref().is_none_or(|b| b.len() < DIRECT_WRITE_MIN) => {
+                let no_body = status_has_no_body(parts.status);
+                let len = full.as_ref().map_or(0, |b| b.len() as u64);
+                let framing = if no_body { encode::Framing::None } else { encode::Framing::Length(len) };
+                encode_head(parts.status, &parts.headers, framing, keep_alive, http10, &mut self.out);
+                if let Some(bytes) = full.filter(|_| !is_head && !no_body) {
+                    self.out.put_slice(&bytes);
+                }
+                return if keep_alive { Next::KeepAlive } else { Next::Close };
+            }
+            Ok(full) => full.map(Body::full).unwrap_or_default(),
+            Err(body) => body,
+        };
+        let response = Response::from_parts(parts, body);
+        match Box::pin(self.write_response(response, is_head, keep_alive, http10)).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "response not completed");
+                Next::Close
+            }
+        }
+    }
+
+    /// Answers a request with a body: the read side is lent to the body while
+    /// the handler runs and the response is written, then taken back.
+    async fn handle_with_body(&mut self, head: Head) -> Result<Next> {
         let limits = self.shard.limits;
-        let Head { request, framing, keep_alive, expect_continue } = head;
+        let Head { request, framing, keep_alive, expect_continue, accept } = head;
         let version = request.version();
         let http10 = version == Version::HTTP_10;
         let is_head = request.method() == Method::HEAD;
@@ -244,14 +311,12 @@ where
         if let Framing::Length(n) = framing {
             if n > limits.max_upload_size {
                 // Refused before a byte of the body is read (and before any 100).
-                let accept = request.headers().get(header::ACCEPT);
                 let error = Error::new(ErrorKind::PayloadTooLarge, "Content-Length exceeds max_upload_size");
-                self.write_error(&error, accept, version);
+                self.write_error(&error, accept.as_ref(), version);
                 return Ok(Next::Close);
             }
         }
 
-        let accept = request.headers().get(header::ACCEPT).cloned();
         let (parts, ()) = request.into_parts();
         let (body, slot) = if framing == Framing::Empty {
             (Body::empty(), None)
@@ -285,23 +350,12 @@ where
                 }
             }
         }
-        if self.shard.draining()
-            || response.headers().get(header::CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
-        {
-            keep_alive = false;
-        }
+        keep_alive &= !self.must_close(&response);
 
-        let written = self.write_response(response, is_head, keep_alive, http10).await;
+        let next = self.respond(response, is_head, keep_alive, http10).await;
         if let Some(slot) = slot {
             self.side = slot.borrow_mut().take();
         }
-        let next = match written {
-            Ok(next) => next,
-            Err(e) => {
-                tracing::debug!(peer = %self.peer, error = %e, "response not completed");
-                return Ok(Next::Close);
-            }
-        };
         if next == Next::Close {
             return Ok(Next::Close);
         }
@@ -451,22 +505,22 @@ where
         }
         let out = std::mem::take(&mut self.out);
         let timeout = self.shard.limits.request_timeout;
-        match monoio::time::timeout(timeout, self.write.write_all(out)).await {
-            Ok((result, mut out)) => {
+        match self.write_timer.limit(timeout, self.write.write_all(out)).await {
+            Some((result, mut out)) => {
                 result?;
                 out.clear();
                 self.out = out;
                 Ok(())
             }
-            Err(_) => Err(Error::new(ErrorKind::Timeout, "write stalled")),
+            None => Err(Error::new(ErrorKind::Timeout, "write stalled")),
         }
     }
 
     async fn write_bytes(&mut self, bytes: Bytes) -> Result<()> {
         let timeout = self.shard.limits.request_timeout;
-        match monoio::time::timeout(timeout, self.write.write_all(bytes)).await {
-            Ok((result, _)) => result.map(drop).map_err(Error::from),
-            Err(_) => Err(Error::new(ErrorKind::Timeout, "write stalled")),
+        match self.write_timer.limit(timeout, self.write.write_all(bytes)).await {
+            Some((result, _)) => result.map(drop).map_err(Error::from),
+            None => Err(Error::new(ErrorKind::Timeout, "write stalled")),
         }
     }
 

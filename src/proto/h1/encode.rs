@@ -44,23 +44,28 @@ pub(crate) fn encode_head(
     dst.put_u8(b' ');
     dst.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     dst.put_slice(b"\r\n");
-    if !headers.contains_key(header::SERVER) {
-        dst.put_slice(b"Server: ");
-        dst.put_slice(SERVER_NAME.as_bytes());
-        dst.put_slice(b"\r\n");
-    }
-    if !headers.contains_key(header::DATE) {
-        dst.put_slice(b"Date: ");
-        dst.put_slice(&http_date());
-        dst.put_slice(b"\r\n");
-    }
+    // One pass over the handler's fields; our defaults fill in what it left out.
+    let mut has_server = false;
+    let mut has_date = false;
     for (name, value) in headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::CONNECTION {
             continue;
         }
+        has_server |= name == header::SERVER;
+        has_date |= name == header::DATE;
         dst.put_slice(name.as_str().as_bytes());
         dst.put_slice(b": ");
         dst.put_slice(value.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    if !has_server {
+        dst.put_slice(b"Server: ");
+        dst.put_slice(SERVER_NAME.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    if !has_date {
+        dst.put_slice(b"Date: ");
+        dst.put_slice(&http_date());
         dst.put_slice(b"\r\n");
     }
     match framing {
@@ -129,13 +134,26 @@ mod tests {
     #[test]
     fn length_framed_head() {
         let s = head(Framing::Length(13), true, false);
-        assert!(s.starts_with("HTTP/1.1 200 OK\r\nServer: skitai/"), "{s}");
+        assert!(s.starts_with("HTTP/1.1 200 OK\r\n"), "{s}");
+        assert!(s.contains("\r\nServer: skitai/"), "{s}");
         assert!(s.contains("\r\nDate: ") && s.contains(" GMT\r\n"));
         assert!(s.contains("\r\ncontent-type: text/plain\r\n"));
         assert!(s.contains("\r\nContent-Length: 13\r\n"));
         assert!(!s.contains("999"), "the handler's length is not trusted");
         assert!(!s.contains("Connection"));
         assert!(s.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn handler_server_and_date_win() {
+        let mut h = HeaderMap::new();
+        h.insert(header::SERVER, HeaderValue::from_static("mine"));
+        h.insert(header::DATE, HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
+        let mut dst = BytesMut::new();
+        encode_head(StatusCode::OK, &h, Framing::Length(0), true, false, &mut dst);
+        let s = String::from_utf8(dst.to_vec()).unwrap();
+        assert_eq!(s.matches("server:").count() + s.matches("Server:").count(), 1, "{s}");
+        assert_eq!(s.matches("date:").count() + s.matches("Date:").count(), 1, "{s}");
     }
 
     #[test]

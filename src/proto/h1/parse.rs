@@ -7,9 +7,8 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri, Version};
-use smallvec::SmallVec;
 
 use crate::config::Limits;
 use crate::error::{Error, ErrorKind, Result};
@@ -17,10 +16,6 @@ use crate::error::{Error, ErrorKind, Result};
 /// Upper bound of `max_headers`; the parser's header array lives on the stack
 /// uninitialised, so this costs nothing until used.
 pub(crate) const MAX_HEADERS_CAP: usize = 1000;
-
-/// Header fields whose positions are kept on the stack while a head is split
-/// off the buffer; requests with more spill to the heap.
-const INLINE_FIELDS: usize = 24;
 
 /// How the request body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +39,8 @@ pub(crate) struct Head {
     pub(crate) keep_alive: bool,
     /// `Expect: 100-continue` was sent.
     pub(crate) expect_continue: bool,
+    /// The `Accept` field, kept for error pages.
+    pub(crate) accept: Option<HeaderValue>,
 }
 
 fn bad(detail: &'static str) -> Error {
@@ -115,52 +112,166 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
     };
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes()).map_err(|_| bad("invalid method"))?;
 
-    // Offsets into the head, so header values can become zero-copy slices of it.
+    // One pass over the fields: remember where each one is (so values become
+    // zero-copy slices of the head) and note the few that decide framing and
+    // persistence, instead of looking them up in the map afterwards.
     let base = buf.as_ptr() as usize;
     let target_range = offset_of(base, target.as_bytes());
-    // Most requests have a handful of fields: keep their positions on the stack.
-    let mut fields: SmallVec<[(HeaderName, (usize, usize)); INLINE_FIELDS]> =
-        SmallVec::with_capacity(req.headers.len());
-    for h in req.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
-        fields.push((name, offset_of(base, h.value)));
+    let count = req.headers.len();
+    let mut positions: [MaybeUninit<FieldPos>; MAX_HEADERS_CAP] = [const { MaybeUninit::uninit() }; MAX_HEADERS_CAP];
+    let mut facts = Facts::default();
+    for (i, h) in req.headers.iter().enumerate() {
+        let name = h.name.as_bytes();
+        facts.note(i, name, h.value)?;
+        positions[i].write(FieldPos { name: offset_of(base, name), value: offset_of(base, h.value) });
     }
 
     let head: Bytes = buf.split_to(head_len).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, (start, end)) in fields {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end)).map_err(|_| bad("invalid header value"))?;
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut accept = None;
+    for (i, slot) in positions[..count].iter().enumerate() {
+        // SAFETY: the loop above wrote positions[0..count], one per parsed field.
+        let pos = unsafe { slot.assume_init_ref() };
+        let name = HeaderName::from_bytes(&head[pos.name.0..pos.name.1]).map_err(|_| bad("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(pos.value.0..pos.value.1))
+            .map_err(|_| bad("invalid header value"))?;
+        if facts.accept == Some(i) {
+            accept = Some(value.clone());
+        }
         headers.append(name, value);
     }
     let uri = Uri::from_maybe_shared(head.slice(target_range.0..target_range.1))
-        .map_err(|_| bad("invalid request target"))?;
-
-    let checked = body_framing(&headers, version).and_then(|framing| {
-        check_host(&headers, version)?;
-        let expect_continue = match headers.get(header::EXPECT) {
-            None => false,
-            Some(v) if v.as_bytes().eq_ignore_ascii_case(b"100-continue") => version == Version::HTTP_11,
-            Some(_) => {
-                return Err(Error::new(ErrorKind::ExpectationFailed, "unsupported expectation"));
-            }
-        };
-        Ok((framing, expect_continue))
-    });
-    let (framing, expect_continue) = match checked {
-        Ok(ok) => ok,
-        // The head parsed, so the error page can honour the client's Accept.
-        Err(error) => {
-            return Err(HeadError { error, accept: headers.get(header::ACCEPT).cloned() });
-        }
-    };
-    let keep_alive = wants_keep_alive(&headers, version);
+        .map_err(|e| HeadError { error: bad("invalid request target").with_source(e), accept: accept.clone() })?;
+    let (framing, expect_continue) =
+        facts.decide(version).map_err(|error| HeadError { error, accept: accept.clone() })?;
+    let keep_alive = !facts.close && (version == Version::HTTP_11 || facts.keep_alive);
 
     let mut request = http::Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
-    Ok(Some(Head { request, framing, keep_alive, expect_continue }))
+    Ok(Some(Head { request, framing, keep_alive, expect_continue, accept }))
+}
+
+/// Where a field's name and value sit in the head.
+#[derive(Clone, Copy)]
+struct FieldPos {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// What the fields say about framing and persistence, gathered in one pass.
+#[derive(Default)]
+struct Facts {
+    hosts: u8,
+    content_length: Option<u64>,
+    has_content_length: bool,
+    transfer_encoding: TransferCoding,
+    chunked_seen: bool,
+    close: bool,
+    keep_alive: bool,
+    expect: Option<bool>,
+    /// Index of the `Accept` field, for error pages.
+    accept: Option<usize>,
+}
+
+/// The transfer codings seen so far.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum TransferCoding {
+    #[default]
+    Absent,
+    /// The last coding is `chunked`, applied once.
+    Chunked,
+    /// `chunked` is not (yet) last; another coding came after it or none was chunked.
+    NotFinalChunked,
+    /// `chunked` appeared more than once.
+    ChunkedTwice,
+    /// Final `chunked` after codings we do not implement (`gzip, chunked`).
+    Unsupported,
+    /// An empty list element.
+    Empty,
+}
+
+impl Facts {
+    fn note(&mut self, index: usize, name: &[u8], value: &[u8]) -> Result<()> {
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => self.hosts = self.hosts.saturating_add(1),
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                self.expect = Some(trim_ows(value).eq_ignore_ascii_case(b"100-continue"));
+            }
+            6 if name.eq_ignore_ascii_case(b"accept") => self.accept = Some(index),
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for token in value.split(|&b| b == b',') {
+                    let token = trim_ows(token);
+                    self.close |= token.eq_ignore_ascii_case(b"close");
+                    self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                self.has_content_length = true;
+                for part in value.split(|&b| b == b',') {
+                    let n = parse_content_length(trim_ows(part)).ok_or_else(|| bad("invalid Content-Length"))?;
+                    match self.content_length {
+                        Some(prev) if prev != n => return Err(bad("differing Content-Length values")),
+                        _ => self.content_length = Some(n),
+                    }
+                }
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                for coding in value.split(|&b| b == b',') {
+                    let coding = trim_ows(coding);
+                    let chunked = coding.eq_ignore_ascii_case(b"chunked");
+                    use TransferCoding::*;
+                    let twice = chunked && self.chunked_seen;
+                    self.chunked_seen |= chunked;
+                    self.transfer_encoding = match (self.transfer_encoding, chunked) {
+                        (Empty | ChunkedTwice, _) => self.transfer_encoding,
+                        _ if coding.is_empty() => Empty,
+                        (Chunked | Unsupported, true) => ChunkedTwice,
+                        (NotFinalChunked, true) if twice => ChunkedTwice,
+                        (Absent, true) => Chunked,
+                        (NotFinalChunked, true) => Unsupported,
+                        (_, false) => NotFinalChunked,
+                    };
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// RFC 9112 §6.1–§6.3 and §3.2: the body framing, refusing every ambiguous case,
+    /// and whether the client waits for `100 Continue`.
+    fn decide(&self, version: Version) -> Result<(Framing, bool)> {
+        if self.hosts > 1 {
+            return Err(bad("more than one Host field"));
+        }
+        if self.hosts == 0 && version == Version::HTTP_11 {
+            return Err(bad("missing Host field"));
+        }
+        let framing = match self.transfer_encoding {
+            TransferCoding::Absent => match self.content_length {
+                Some(0) | None => Framing::Empty,
+                Some(n) => Framing::Length(n),
+            },
+            _ if self.has_content_length => return Err(bad("both Transfer-Encoding and Content-Length")),
+            _ if version == Version::HTTP_10 => return Err(bad("Transfer-Encoding in an HTTP/1.0 request")),
+            TransferCoding::Chunked => Framing::Chunked,
+            TransferCoding::Unsupported => {
+                return Err(Error::new(ErrorKind::NotImplemented, "transfer codings other than chunked"));
+            }
+            TransferCoding::ChunkedTwice => return Err(bad("chunked applied more than once")),
+            TransferCoding::NotFinalChunked => return Err(bad("chunked is not the final transfer coding")),
+            TransferCoding::Empty => return Err(bad("empty transfer coding")),
+        };
+        let expect_continue = match self.expect {
+            None => false,
+            Some(true) => version == Version::HTTP_11,
+            Some(false) => return Err(Error::new(ErrorKind::ExpectationFailed, "unsupported expectation")),
+        };
+        Ok((framing, expect_continue))
+    }
 }
 
 /// Enforces size limits on an incomplete head, so a slow or endless head is
@@ -195,61 +306,6 @@ fn offset_of(base: usize, part: &[u8]) -> (usize, usize) {
     (start, start + part.len())
 }
 
-/// RFC 9112 §6.1–§6.3: decide the body length, refusing every ambiguous case.
-fn body_framing(headers: &HeaderMap, version: Version) -> Result<Framing> {
-    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
-    let has_te = te.peek().is_some();
-    let has_cl = headers.contains_key(header::CONTENT_LENGTH);
-    if has_te {
-        if has_cl {
-            return Err(bad("both Transfer-Encoding and Content-Length"));
-        }
-        if version == Version::HTTP_10 {
-            return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
-        }
-        let mut codings = Vec::new();
-        for value in te {
-            let text = value.to_str().map_err(|_| bad("invalid Transfer-Encoding"))?;
-            for coding in text.split(',') {
-                let coding = coding.trim();
-                if coding.is_empty() {
-                    return Err(bad("empty transfer coding"));
-                }
-                codings.push(coding);
-            }
-        }
-        // has_te and no empty codings: the list is non-empty.
-        let earlier = &codings[..codings.len() - 1];
-        if earlier.iter().any(|c| c.eq_ignore_ascii_case("chunked")) {
-            return Err(bad("chunked applied more than once"));
-        }
-        return match codings.as_slice() {
-            [only] if only.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
-            [.., last] if last.eq_ignore_ascii_case("chunked") => {
-                Err(Error::new(ErrorKind::NotImplemented, "transfer codings other than chunked"))
-            }
-            _ => Err(bad("chunked is not the final transfer coding")),
-        };
-    }
-    if !has_cl {
-        return Ok(Framing::Empty);
-    }
-    let mut length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_content_length(trim_ows(part)).ok_or_else(|| bad("invalid Content-Length"))?;
-            match length {
-                Some(prev) if prev != n => return Err(bad("differing Content-Length values")),
-                _ => length = Some(n),
-            }
-        }
-    }
-    Ok(match length {
-        Some(0) | None => Framing::Empty,
-        Some(n) => Framing::Length(n),
-    })
-}
-
 fn trim_ows(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
@@ -266,33 +322,6 @@ fn parse_content_length(digits: &[u8]) -> Option<u64> {
         return None;
     }
     digits.iter().try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
-}
-
-/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host field.
-fn check_host(headers: &HeaderMap, version: Version) -> Result<()> {
-    let mut hosts = headers.get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => Err(bad("more than one Host field")),
-        (None, _) if version == Version::HTTP_11 => Err(bad("missing Host field")),
-        _ => Ok(()),
-    }
-}
-
-/// Persistence (RFC 9112 §9.3): 1.1 persists unless `close`; 1.0 only with `keep-alive`.
-fn wants_keep_alive(headers: &HeaderMap, version: Version) -> bool {
-    let mut close = false;
-    let mut keep_alive = false;
-    for value in headers.get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|&b| b == b',') {
-            let token = trim_ows(token);
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-        }
-    }
-    if close {
-        return false;
-    }
-    version == Version::HTTP_11 || keep_alive
 }
 
 #[cfg(test)]
@@ -384,6 +413,8 @@ mod tests {
             b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked,,\r\n\r\n",
         ] {
             assert_eq!(kind_of(req), ErrorKind::BadRequest, "{}", String::from_utf8_lossy(req));
         }
