@@ -272,30 +272,43 @@ where
 
     /// Sends a response: small in-memory bodies are encoded straight into the
     /// batch buffer; large or streamed bodies go through the boxed writer.
-    async fn respond(&mut self, response: Response, is_head: bool, keep_alive: bool, http10: bool) -> Next {
+    async fn respond(&mut self, response: Response, is_head: bool, mut keep_alive: bool, http10: bool) -> Next {
         let (parts, body) = response.into_parts();
-        let body = match body.try_into_full() {
-            Ok(full) if full.as_ref().is_none_or(|b| b.len() < DIRECT_WRITE_MIN) => {
+        let written = match body.try_into_full() {
+            Ok(full) => {
                 let no_body = status_has_no_body(parts.status);
                 let len = full.as_ref().map_or(0, |b| b.len() as u64);
                 let framing = if no_body { encode::Framing::None } else { encode::Framing::Length(len) };
                 encode_head(parts.status, &parts.headers, framing, keep_alive, http10, &mut self.out);
-                if let Some(bytes) = full.filter(|_| !is_head && !no_body) {
-                    self.out.put_slice(&bytes);
+                match full.filter(|_| !is_head && !no_body) {
+                    Some(bytes) if bytes.len() >= DIRECT_WRITE_MIN => Box::pin(self.write_large(bytes)).await,
+                    Some(bytes) => {
+                        self.out.put_slice(&bytes);
+                        Ok(())
+                    }
+                    None => Ok(()),
                 }
-                return if keep_alive { Next::KeepAlive } else { Next::Close };
             }
-            Ok(full) => full.map(Body::full).unwrap_or_default(),
-            Err(body) => body,
+            Err(body) => {
+                // An HTTP/1.0 client cannot take chunks: the body ends when we close.
+                keep_alive &= !(http10 && body.exact_len().is_none());
+                Box::pin(self.write_stream(parts, body, is_head, keep_alive, http10)).await
+            }
         };
-        let response = Response::from_parts(parts, body);
-        match Box::pin(self.write_response(response, is_head, keep_alive, http10)).await {
-            Ok(next) => next,
+        match written {
+            Ok(()) if keep_alive => Next::KeepAlive,
+            Ok(()) => Next::Close,
             Err(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "response not completed");
                 Next::Close
             }
         }
+    }
+
+    /// Writes a large in-memory body straight from its buffer, after the batch.
+    async fn write_large(&mut self, bytes: Bytes) -> Result<()> {
+        self.flush().await?;
+        self.write_bytes(bytes).await
     }
 
     /// Answers a request with a body: the read side is lent to the body while
@@ -318,44 +331,33 @@ where
         }
 
         let (parts, ()) = request.into_parts();
-        let (body, slot) = if framing == Framing::Empty {
-            (Body::empty(), None)
-        } else {
-            let mut side = self.side.take().expect("read side present between requests");
-            side.decoder = match framing {
-                Framing::Length(n) => Decoder::length(n),
-                _ => Decoder::chunked(limits.max_upload_size),
-            };
-            side.failure = None;
-            let slot = Rc::new(RefCell::new(Some(side)));
-            let source = H1Body { slot: slot.clone(), timeout: limits.request_timeout };
-            if expect_continue {
-                // Sent only now that the size check passed.
-                self.out.put_slice(CONTINUE);
-                self.flush().await?;
-            }
-            (Body::incoming(Box::new(source)), Some(slot))
+        let mut side = self.side.take().expect("read side present between requests");
+        side.decoder = match framing {
+            Framing::Length(n) => Decoder::length(n),
+            _ => Decoder::chunked(limits.max_upload_size),
         };
+        side.failure = None;
+        let slot = Rc::new(RefCell::new(Some(side)));
+        let body = Body::incoming(Box::new(H1Body { slot: slot.clone(), timeout: limits.request_timeout }));
+        if expect_continue {
+            // Sent only now that the size check passed.
+            self.out.put_slice(CONTINUE);
+            self.flush().await?;
+        }
 
         let request = http::Request::from_parts(parts, body);
         let mut response = self.shard.dispatch(request, self.peer, accept.as_ref()).await;
 
-        if let Some(slot) = &slot {
-            // A body that failed (too large, malformed, timed out) decides the
-            // answer: the handler saw an error, the client gets the status.
-            if let Some(side) = slot.borrow_mut().as_mut() {
-                if let Some(failure) = side.failure.take() {
-                    response = self.error_response(&failure, accept.as_ref());
-                    keep_alive = false;
-                }
-            }
+        // A body that failed (too large, malformed, timed out) decides the
+        // answer: the handler saw an error, the client gets the status.
+        if let Some(failure) = slot.borrow_mut().as_mut().and_then(|side| side.failure.take()) {
+            response = self.error_response(&failure, accept.as_ref());
+            keep_alive = false;
         }
         keep_alive &= !self.must_close(&response);
 
         let next = self.respond(response, is_head, keep_alive, http10).await;
-        if let Some(slot) = slot {
-            self.side = slot.borrow_mut().take();
-        }
+        self.side = slot.borrow_mut().take();
         if next == Next::Close {
             return Ok(Next::Close);
         }
@@ -381,97 +383,78 @@ where
         Ok(Next::KeepAlive)
     }
 
-    /// Encodes `response` into the batch buffer, streaming bodies that are not in memory.
-    async fn write_response(
+    /// Streams a body that is not in memory: the first chunk is pulled before
+    /// the head is committed, then chunks go out as they come (chunked on
+    /// HTTP/1.1, close-delimited for HTTP/1.0 clients).
+    async fn write_stream(
         &mut self,
-        response: Response,
+        parts: http::response::Parts,
+        mut body: Body,
         is_head: bool,
         keep_alive: bool,
         http10: bool,
-    ) -> Result<Next> {
-        let (parts, body) = response.into_parts();
+    ) -> Result<()> {
         let status = parts.status;
         let no_body = status_has_no_body(status);
-        let mut keep_alive = keep_alive;
-        match body.try_into_full() {
-            Ok(full) => {
-                let len = full.as_ref().map_or(0, |b| b.len());
-                let framing = if no_body { encode::Framing::None } else { encode::Framing::Length(len as u64) };
-                encode_head(status, &parts.headers, framing, keep_alive, http10, &mut self.out);
-                if let Some(bytes) = full.filter(|_| !is_head && !no_body) {
-                    if bytes.len() >= DIRECT_WRITE_MIN {
-                        self.flush().await?;
-                        self.write_bytes(bytes).await?;
-                    } else {
-                        self.out.put_slice(&bytes);
-                    }
-                }
+        // Pull the first chunk before committing to a status: if the body
+        // fails at once (a malformed upload being echoed, say), the
+        // client can still get a proper error response.
+        let first = if is_head || no_body { None } else { body.chunk().await };
+        let first = match first {
+            Some(Err(e)) => {
+                let error = Error::new(e.kind(), format!("response body failed: {e}"));
+                self.write_error(&error, None, if http10 { Version::HTTP_10 } else { Version::HTTP_11 });
+                return Err(Error::new(ErrorKind::BadRequest, "response body failed before it started"));
             }
-            Err(mut body) => {
-                // Pull the first chunk before committing to a status: if the body
-                // fails at once (a malformed upload being echoed, say), the
-                // client can still get a proper error response.
-                let first = if is_head || no_body { None } else { body.chunk().await };
-                let first = match first {
-                    Some(Err(e)) => {
-                        let error = Error::new(e.kind(), format!("response body failed: {e}"));
-                        self.write_error(&error, None, if http10 { Version::HTTP_10 } else { Version::HTTP_11 });
-                        return Ok(Next::Close);
-                    }
-                    Some(Ok(chunk)) => Some(chunk),
-                    None => None,
-                };
-                let known = body.exact_len().map(|rest| rest + first.as_ref().map_or(0, |c| c.len() as u64));
-                let framing = match (no_body, known, http10) {
-                    (true, _, _) => encode::Framing::None,
-                    (false, Some(n), _) => encode::Framing::Length(n),
-                    (false, None, false) => encode::Framing::Chunked,
-                    (false, None, true) => {
-                        keep_alive = false;
-                        encode::Framing::Close
-                    }
-                };
-                encode_head(status, &parts.headers, framing, keep_alive, http10, &mut self.out);
-                if is_head || no_body {
-                    return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });
-                }
-                if first.is_none() && known.is_none() {
-                    // The stream was empty: close the chunked body right away.
-                    if framing == encode::Framing::Chunked {
-                        self.out.put_slice(LAST_CHUNK);
-                    }
-                    return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });
-                }
-                let mut sent: u64 = 0;
-                let mut next = first.map(Ok);
-                if next.is_none() {
-                    next = body.chunk().await;
-                }
-                while let Some(chunk) = next {
-                    let chunk = chunk.map_err(|e| Error::new(e.kind(), format!("response body failed: {e}")))?;
-                    sent += chunk.len() as u64;
-                    if framing == encode::Framing::Chunked {
-                        encode_chunk(&chunk, &mut self.out);
-                        self.flush().await?;
-                    } else {
-                        if known.is_some_and(|n| sent > n) {
-                            return Err(Error::new(ErrorKind::Internal, "response body longer than its length"));
-                        }
-                        self.flush().await?;
-                        self.write_bytes(chunk).await?;
-                    }
-                    next = body.chunk().await;
-                }
-                match framing {
-                    encode::Framing::Chunked => self.out.put_slice(LAST_CHUNK),
-                    encode::Framing::Length(n) if sent != n => {
-                        return Err(Error::new(ErrorKind::Internal, "response body shorter than its length"));
-                    }
-                    _ => {}
-                }
-            }
+            Some(Ok(chunk)) => Some(chunk),
+            None => None,
+        };
+        let known = body.exact_len().map(|rest| rest + first.as_ref().map_or(0, |c| c.len() as u64));
+        let framing = match (no_body, known, http10) {
+            (true, _, _) => encode::Framing::None,
+            (false, Some(n), _) => encode::Framing::Length(n),
+            (false, None, false) => encode::Framing::Chunked,
+            (false, None, true) => encode::Framing::Close,
+        };
+        encode_head(status, &parts.headers, framing, keep_alive, http10, &mut self.out);
+        if is_head || no_body {
+            return Ok(());
         }
-        Ok(if keep_alive { Next::KeepAlive } else { Next::Close })
+        if first.is_none() && known.is_none() {
+            // The stream was empty: close the chunked body right away.
+            if framing == encode::Framing::Chunked {
+                self.out.put_slice(LAST_CHUNK);
+            }
+            return Ok(());
+        }
+        let mut sent: u64 = 0;
+        let mut next = first.map(Ok);
+        if next.is_none() {
+            next = body.chunk().await;
+        }
+        while let Some(chunk) = next {
+            let chunk = chunk.map_err(|e| Error::new(e.kind(), format!("response body failed: {e}")))?;
+            sent += chunk.len() as u64;
+            if framing == encode::Framing::Chunked {
+                encode_chunk(&chunk, &mut self.out);
+                self.flush().await?;
+            } else {
+                if known.is_some_and(|n| sent > n) {
+                    return Err(Error::new(ErrorKind::Internal, "response body longer than its length"));
+                }
+                self.flush().await?;
+                self.write_bytes(chunk).await?;
+            }
+            next = body.chunk().await;
+        }
+        match framing {
+            encode::Framing::Chunked => self.out.put_slice(LAST_CHUNK),
+            encode::Framing::Length(n) if sent != n => {
+                return Err(Error::new(ErrorKind::Internal, "response body shorter than its length"));
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     fn error_response(&self, error: &Error, accept: Option<&HeaderValue>) -> Response {
