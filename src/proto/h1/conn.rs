@@ -26,10 +26,13 @@ use crate::http::{Body, BodySource, Response, error_response};
 use crate::proto::Deadline;
 use crate::shard::{Route, ShardCtx};
 
-/// Initial capacity of a connection's read buffer; grows up to the head limit.
-const READ_BUF_SIZE: usize = 8 * 1024;
-/// Initial capacity of the write batch buffer.
-const WRITE_BUF_SIZE: usize = 8 * 1024;
+/// Capacity of a connection's read buffer for request heads; grows up to the head limit.
+const READ_BUF_SIZE: usize = 4 * 1024;
+/// Room made in the read buffer while a request body streams in.
+const BODY_READ_SIZE: usize = 64 * 1024;
+/// A write buffer larger than this is freed while the connection is idle
+/// (idle keep-alive connections should cost little memory).
+const MAX_IDLE_WRITE_BUF: usize = 1024;
 /// A full body at least this large is written straight from its buffer
 /// instead of being copied into the batch.
 const DIRECT_WRITE_MIN: usize = 64 * 1024;
@@ -61,9 +64,9 @@ struct ReadSide<R> {
 
 impl<R: AsyncReadRent> ReadSide<R> {
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
-    async fn fill(&mut self, timeout: Duration) -> Result<usize> {
+    async fn fill(&mut self, timeout: Duration, room: usize) -> Result<usize> {
         if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(READ_BUF_SIZE);
+            self.buf.reserve(room);
         }
         let buf = std::mem::take(&mut self.buf);
         let len = buf.len();
@@ -88,7 +91,7 @@ impl<R: AsyncReadRent> ReadSide<R> {
             let err = match self.decoder.decode(&mut self.buf) {
                 Ok(Decoded::Data(bytes)) => return Some(Ok(bytes)),
                 Ok(Decoded::End) => return None,
-                Ok(Decoded::NeedMore) => match self.fill(timeout).await {
+                Ok(Decoded::NeedMore) => match self.fill(timeout, BODY_READ_SIZE).await {
                     Ok(0) => Error::new(ErrorKind::BadRequest, "connection closed inside the request body"),
                     Ok(_) => continue,
                     Err(e) => e,
@@ -150,7 +153,7 @@ where
         }),
         write,
         write_timer: Deadline::new(),
-        out: BytesMut::with_capacity(WRITE_BUF_SIZE),
+        out: BytesMut::new(),
         peer,
         shard,
         conn_key,
@@ -216,6 +219,9 @@ where
                 if side.buf.capacity() > MAX_IDLE_READ_BUF {
                     side.buf = BytesMut::with_capacity(READ_BUF_SIZE);
                 }
+                if self.out.capacity() > MAX_IDLE_WRITE_BUF {
+                    self.out = BytesMut::new();
+                }
                 if first_request { limits.header_timeout } else { limits.keep_alive }
             } else {
                 let started = *head_started.get_or_insert_with(Instant::now);
@@ -223,7 +229,7 @@ where
             };
             let idle = side.buf.is_empty();
             self.shard.set_idle(self.conn_key, idle);
-            let filled = side.fill(timeout).await;
+            let filled = side.fill(timeout, READ_BUF_SIZE).await;
             self.shard.set_idle(self.conn_key, false);
             match filled {
                 Ok(0) => return Ok(()),
@@ -525,7 +531,7 @@ where
                 break;
             }
             side.buf.clear();
-            match side.fill(left.min(LINGER_READ_TIMEOUT)).await {
+            match side.fill(left.min(LINGER_READ_TIMEOUT), READ_BUF_SIZE).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => discarded += n,
             }

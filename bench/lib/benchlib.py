@@ -1,0 +1,966 @@
+"""Core of the skitai comparative benchmark suite (python3 stdlib only).
+
+`bench/run` is the entry point; this module holds the pieces it is made of:
+setup (apt packages, cargo builds, the Python Skitai venv), the servers,
+process measurement from /proc, wrk runs, and the markdown tables.
+
+Workloads live in `bench/workloads/<name>.py`, one file each; each defines
+`WORKLOAD`, an instance of a `Workload` subclass (see `WrkWorkload` below and
+`workloads/idle-memory.py` for a custom one).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent.parent
+REPO = BENCH_DIR.parent
+PEERS_DIR = BENCH_DIR / "peers"
+PEERS_TARGET = PEERS_DIR / "target"
+RESULTS_DIR = BENCH_DIR / "results"
+CARGO_LOCK = "/tmp/cargo.lock"
+PY_SKITAI_VENV = Path("/tmp/skitai-bench-pyvenv")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+HOST = "127.0.0.1"  # every server binds here and every client targets it
+HELLO_BODY = b"Hello, World!"
+NOFILE = 65536
+NOISY_PCT = 15.0  # other processes' CPU use (% of one CPU) during a run that earns a note
+
+SERVER_CPU = "0"  # taskset CPU list for servers
+LOAD_CPU = "1"  # taskset CPU list for wrk / clients (and this runner)
+
+
+class Skip(Exception):
+    """A server or workload that cannot run (yet); reported as a note."""
+
+
+class RunError(Exception):
+    """One measured run failed; reported as a note, the rest goes on."""
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def which(exe: str) -> str | None:
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/local/sbin"
+    return shutil.which(exe, path=path)
+
+
+# --------------------------------------------------------------------------
+# Context: options, notes, machine facts
+# --------------------------------------------------------------------------
+
+
+class Ctx:
+    def __init__(self, quick: bool, rounds: int, duration: int, warmup: int,
+                 build: bool, install: bool, server_filter: list[str] | None, quiet_wait: float = 0.0):
+        self.quick = quick
+        self.rounds = rounds
+        self.duration = duration
+        self.warmup = warmup
+        self.build = build
+        self.install = install
+        self.server_filter = server_filter
+        self.quiet_wait = quiet_wait
+        self.tmp = Path(tempfile.mkdtemp(prefix="skitai-bench-"))
+        self.notes: list[str] = []  # global notes (setup, builds)
+        self.server_skips: dict[str, str] = {}  # server name -> reason (setup-level)
+        self.pinned = (os.cpu_count() or 1) >= 2
+        self.date = datetime.date.today().isoformat()
+        self.started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+
+    def note(self, msg: str) -> None:
+        log("note: " + msg)
+        self.notes.append(msg)
+
+    def pin(self, cpus: str, argv: list[str]) -> list[str]:
+        return (["taskset", "-c", cpus] + argv) if self.pinned else argv
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(NOFILE, soft)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard)))
+    except (ValueError, OSError):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def _cmd_out(argv: list[str], cwd: Path | None = None) -> str:
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=cwd)
+        return (p.stdout + p.stderr).strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def machine_info(ctx: Ctx) -> dict[str, str]:
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    uring = "?"
+    try:
+        v = Path("/proc/sys/kernel/io_uring_disabled").read_text().strip()
+        uring = {"0": "enabled", "1": "restricted", "2": "disabled"}.get(v, v)
+    except OSError:
+        uring = "no io_uring_disabled sysctl (assumed enabled)"
+    head = _cmd_out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    dirty = _cmd_out(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
+    wrk_v = _cmd_out(["wrk", "-v"]).splitlines()
+    return {
+        "date": ctx.started,
+        "nproc": str(os.cpu_count()),
+        "kernel": platform.release(),
+        "cpu": cpu,
+        "io_uring": uring,
+        "drivers": "skitai-uring = `--io uring`, skitai-epoll = `--io epoll` (monoio drivers)",
+        "pinning": (f"servers `taskset -c {SERVER_CPU}`, wrk/clients `taskset -c {LOAD_CPU}`"
+                    if ctx.pinned else "none (fewer than 2 CPUs)"),
+        "skitai commit": (head + (" (dirty)" if dirty and dirty != "?" else "")) if head else "?",
+        "wrk": wrk_v[0] if wrk_v else "?",
+        "nginx": _cmd_out([which("nginx") or "nginx", "-v"]).replace("nginx version: ", ""),
+        "rustc": _cmd_out(["rustc", "-V"]),
+        "mode": (f"{'quick' if ctx.quick else 'full'}: {ctx.rounds} round(s), "
+                 f"{ctx.warmup} s warm-up + {ctx.duration} s measured per run"),
+    }
+
+
+# --------------------------------------------------------------------------
+# Setup: apt packages, cargo builds, Python Skitai venv
+# --------------------------------------------------------------------------
+
+APT_TOOLS = {"wrk": "wrk", "nginx": "nginx", "h2load": "nghttp2-client", "taskset": "util-linux"}
+
+
+def ensure_tools(ctx: Ctx) -> None:
+    missing = sorted({pkg for exe, pkg in APT_TOOLS.items() if not which(exe)})
+    if not missing:
+        return
+    if not ctx.install:
+        ctx.note(f"missing tools not installed (--no-install): {', '.join(missing)}")
+        return
+    if os.geteuid() != 0:
+        ctx.note(f"missing tools and not root, cannot apt-get install: {', '.join(missing)}")
+        return
+    log(f"apt-get install {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "-qq"] + missing
+    if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, stdout=subprocess.DEVNULL)
+        if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+            ctx.note(f"apt-get install failed for: {', '.join(missing)}")
+
+
+def cargo_build(ctx: Ctx, args: list[str], cwd: Path, what: str) -> bool:
+    """Runs `flock /tmp/cargo.lock cargo build ...` (never two cargo builds at once)."""
+    if not which("cargo"):
+        ctx.note(f"cargo not found: cannot build {what}")
+        return False
+    logf = ctx.tmp / f"build-{what}.log"
+    cmd = ["flock", CARGO_LOCK, "cargo", "build", "--release"] + args
+    log(f"building {what}: {' '.join(cmd)} (in {cwd}; log {logf})")
+    with open(logf, "w") as f:
+        rc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        tail = logf.read_text(errors="replace").strip().splitlines()[-15:]
+        log(f"build of {what} failed (rc {rc}):\n    " + "\n    ".join(tail))
+    return rc == 0
+
+
+def main_target_dir() -> Path:
+    t = os.environ.get("CARGO_TARGET_DIR")
+    return Path(t) if t else REPO / "target"
+
+
+def skitai_hello_bin() -> Path:
+    return main_target_dir() / "release" / "examples" / "hello"
+
+
+def build_skitai(ctx: Ctx) -> None:
+    bin_ = skitai_hello_bin()
+    has_src = (REPO / "examples" / "hello.rs").exists() or (REPO / "examples" / "hello" / "main.rs").exists()
+    if ctx.build and has_src:
+        ok = cargo_build(ctx, ["--example", "hello"], REPO, "skitai")
+        if not ok and bin_.exists():
+            ctx.note("skitai: `cargo build --release --example hello` failed; "
+                     f"using the existing, possibly stale {bin_.relative_to(REPO) if bin_.is_relative_to(REPO) else bin_}")
+    if not bin_.exists():
+        reason = ("the skitai hello example does not exist yet (examples/hello.rs)" if not has_src
+                  else "the skitai hello example does not build yet")
+        for s in ("skitai-uring", "skitai-epoll"):
+            ctx.server_skips[s] = reason
+
+
+def build_peers(ctx: Ctx) -> None:
+    if ctx.build:
+        cargo_build(ctx, ["--target-dir", str(PEERS_TARGET)], PEERS_DIR, "peers")
+    for name, exe in (("hyper", "hyper-hello"), ("may-minihttp", "may-hello")):
+        if not (PEERS_TARGET / "release" / exe).exists():
+            ctx.server_skips[name] = f"bench/peers/{exe} did not build"
+
+
+def setup_python_skitai(ctx: Ctx) -> None:
+    py = PY_SKITAI_VENV / "bin" / "python"
+    ok = py.exists() and subprocess.run([str(py), "-c", "import skitai"],
+                                        capture_output=True).returncode == 0
+    if not ok and ctx.install:
+        log(f"installing PyPI skitai into the throwaway venv {PY_SKITAI_VENV}")
+        try:
+            shutil.rmtree(PY_SKITAI_VENV, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(PY_SKITAI_VENV)], check=True,
+                           capture_output=True, timeout=300)
+            r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                                "skitai"], capture_output=True, text=True, timeout=600)
+            ok = r.returncode == 0
+            if not ok:
+                log("pip install skitai failed:\n" + r.stderr[-2000:])
+        except (OSError, subprocess.SubprocessError) as e:
+            log(f"venv/pip failed: {e}")
+            ok = False
+    if not ok:
+        ctx.server_skips["python-skitai"] = "PyPI skitai could not be installed into a venv"
+
+
+# --------------------------------------------------------------------------
+# Process accounting from /proc
+# --------------------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        s = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return s[s.rindex(")") + 2:].split()  # fields from #3 (state) on
+
+
+def tree_pids(root: int) -> list[int]:
+    """root and all its descendant processes (threads are covered by /proc/PID/stat)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            f = _stat_fields(int(d))
+            if f:
+                children.setdefault(int(f[1]), []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_ticks(root: int) -> int:
+    """utime+stime clock ticks of root and its descendants (all threads included)."""
+    total = 0
+    for p in tree_pids(root):
+        f = _stat_fields(p)
+        if f:
+            total += int(f[11]) + int(f[12])  # fields 14 utime, 15 stime
+    return total
+
+
+def cpu_busy_ticks() -> int:
+    """Busy clock ticks of the whole machine (all CPUs) from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...
+    return v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
+
+
+def wait_for_quiet(ctx: "Ctx") -> None:
+    """With --quiet-wait S: before a run, wait up to S seconds until the rest of the
+    machine uses less than NOISY_PCT of a CPU (sampled over 1 s)."""
+    if ctx.quiet_wait <= 0:
+        return
+    deadline = time.monotonic() + ctx.quiet_wait
+    waited = False
+    while True:
+        b0 = cpu_busy_ticks()
+        time.sleep(1.0)
+        busy = 100.0 * (cpu_busy_ticks() - b0) / CLK_TCK
+        if busy < NOISY_PCT:
+            break
+        if time.monotonic() >= deadline:
+            log(f"machine still busy ({busy:.0f}% of a CPU) after {ctx.quiet_wait:.0f} s; going on")
+            break
+        if not waited:
+            log(f"machine busy ({busy:.0f}% of a CPU): waiting up to {ctx.quiet_wait:.0f} s for quiet")
+            waited = True
+
+
+def tree_kb(root: int, key: str) -> int:
+    """Sum of a /proc/PID/status memory field (VmHWM, VmRSS) in KiB over the tree."""
+    total = 0
+    for p in tree_pids(root):
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1])
+                    break
+        except OSError:
+            pass
+    return total
+
+
+# --------------------------------------------------------------------------
+# Servers
+# --------------------------------------------------------------------------
+
+_LIVE: dict[int, subprocess.Popen] = {}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def http_get(port: int, path: str = "/", timeout: float = 2.0) -> tuple[int, bytes]:
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if sep:
+                for line in head.split(b"\r\n")[1:]:
+                    k, _, v = line.partition(b":")
+                    if k.strip().lower() == b"content-length" and len(body) >= int(v):
+                        return int(head.split()[1]), body
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+class Server:
+    """A server under test. `argv()` raises Skip for a route it cannot serve."""
+
+    name = "?"
+    desc = "?"
+    is_skitai = False
+    ready_timeout = 20.0
+
+    def argv(self, ctx: Ctx, port: int, route: str, workdir: Path) -> list[str]:
+        raise NotImplementedError
+
+    def env(self, ctx: Ctx, workdir: Path) -> dict[str, str]:
+        return dict(os.environ)
+
+    def config_text(self, run: "Running") -> str | None:
+        """A generated config file worth showing in the results (e.g. nginx.conf)."""
+        return None
+
+
+_ADDR_FLAG: dict[str, bool] = {}
+
+
+def _skitai_has_address_flag() -> bool:
+    """Whether the hello example takes --address (then it is bound to 127.0.0.1)."""
+    b = str(skitai_hello_bin())
+    if b not in _ADDR_FLAG:
+        _ADDR_FLAG[b] = "--address" in _cmd_out([b, "--help"])
+    return _ADDR_FLAG[b]
+
+
+class SkitaiServer(Server):
+    is_skitai = True
+
+    def __init__(self, io: str):
+        self.io = io
+        self.name = f"skitai-{io}"
+        self.desc = f"skitai `examples/hello`, 1 shard, `--io {io}`"
+
+    def argv(self, ctx, port, route, workdir):
+        if route != "hello":
+            raise Skip(f"skitai has no `{route}` example yet")
+        argv = [str(skitai_hello_bin()), "--port", str(port), "--shards", "1",
+                "--io", self.io, "--silent"]
+        if _skitai_has_address_flag():
+            argv[1:1] = ["--address", HOST]
+        return argv
+
+
+class NginxServer(Server):
+    name = "nginx"
+    desc = "nginx (Debian), 1 worker, `return 200`, reuseport, access_log off"
+
+    CONF = """worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+worker_rlimit_nofile {nofile};
+events {{
+    worker_connections 30000;
+    use epoll;
+}}
+http {{
+    access_log off;
+    server_tokens off;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    default_type text/plain;
+    server {{
+        listen {host}:{port} reuseport backlog=4096;
+        location / {{
+            return 200 "Hello, World!";
+        }}
+    }}
+}}
+"""
+
+    def argv(self, ctx, port, route, workdir):
+        nginx = which("nginx")
+        if not nginx:
+            raise Skip("nginx is not installed")
+        if route != "hello":
+            raise Skip(f"no nginx config for route `{route}`")
+        conf = workdir / "nginx.conf"
+        conf.write_text(self.CONF.format(d=workdir, host=HOST, port=port, nofile=NOFILE))
+        return [nginx, "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)]
+
+    def config_text(self, run):
+        try:
+            text = (run.workdir / "nginx.conf").read_text()
+        except OSError:
+            return None
+        return text.replace(str(run.workdir), "$WORKDIR").replace(f":{run.port} ", ":PORT ")
+
+
+class PeerBinServer(Server):
+    def __init__(self, name: str, exe: str, desc: str):
+        self.name, self.exe, self.desc = name, exe, desc
+
+    def argv(self, ctx, port, route, workdir):
+        if route != "hello":
+            raise Skip(f"{self.name} peer has no `{route}` route")
+        return [str(PEERS_TARGET / "release" / self.exe), "--port", str(port)]
+
+
+class PythonSkitaiServer(Server):
+    name = "python-skitai"
+    desc = "original Python Skitai (PyPI), WSGI hello, 1 worker, threads=0"
+    ready_timeout = 30.0
+
+    def argv(self, ctx, port, route, workdir):
+        if route != "hello":
+            raise Skip(f"no Python Skitai app for route `{route}`")
+        return [str(PY_SKITAI_VENV / "bin" / "python"), str(PEERS_DIR / "python-skitai" / "app.py"),
+                "--port", str(port)]
+
+    def env(self, ctx, workdir):
+        # Skitai keeps its var/ data under ~/.skitai: keep that in the temp dir.
+        return dict(os.environ, HOME=str(workdir))
+
+
+SERVERS: dict[str, Server] = {s.name: s for s in [
+    SkitaiServer("uring"),
+    SkitaiServer("epoll"),
+    NginxServer(),
+    PeerBinServer("hyper", "hyper-hello", "hyper 1.x http1, tokio current_thread (bench/peers/hyper-hello)"),
+    PeerBinServer("may-minihttp", "may-hello", "may_minihttp, 1 may worker (bench/peers/may-hello)"),
+    PythonSkitaiServer(),
+]}
+
+
+def display_argv(argv: list[str], port: int, workdir: Path) -> str:
+    """A command line as it goes into results: repo-relative paths, PORT, $WORKDIR."""
+    text = " ".join(argv)
+    text = text.replace(str(workdir), "$WORKDIR").replace(str(REPO) + "/", "")
+    return text.replace(f"--port {port}", "--port PORT").replace(f":{port}", ":PORT")
+
+
+class Running:
+    """A started server: process, port, log."""
+
+    def __init__(self, server: Server, proc: subprocess.Popen, port: int, argv: list[str], logf: Path,
+                 workdir: Path):
+        self.server, self.proc, self.port, self.argv, self.logf = server, proc, port, argv, logf
+        self.workdir = workdir
+
+    @property
+    def shown_argv(self) -> str:
+        return display_argv(self.argv, self.port, self.workdir)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, n: int = 8) -> str:
+        try:
+            lines = self.logf.read_text(errors="replace").strip().splitlines()[-n:]
+        except OSError:
+            return ""
+        return " | ".join(l.strip() for l in lines)
+
+
+def start_server(ctx: Ctx, server: Server, route: str = "hello", check_body: bytes | None = HELLO_BODY) -> Running:
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix=f"{server.name}-", dir=ctx.tmp))
+    argv = ctx.pin(SERVER_CPU, server.argv(ctx, port, route, workdir))
+    logf = workdir / "server.log"
+    with open(logf, "w") as lf:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT,
+                                cwd=workdir, env=server.env(ctx, workdir), start_new_session=True)
+    _LIVE[proc.pid] = proc
+    run = Running(server, proc, port, argv, logf, workdir)
+    deadline = time.monotonic() + server.ready_timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            stop_server(run)
+            raise RunError(f"{server.name} exited with {proc.returncode} at start: {run.log_tail()}")
+        try:
+            status, body = http_get(port, "/", timeout=1.0)
+            if status == 200 and (check_body is None or check_body in body):
+                return run
+            last = f"GET / answered {status} {body[:60]!r}"
+        except (OSError, ValueError, IndexError) as e:
+            last = f"{type(e).__name__}: {e}"
+        time.sleep(0.05)
+    stop_server(run)
+    raise RunError(f"{server.name} not ready within {server.ready_timeout:.0f} s ({last}); log: {run.log_tail()}")
+
+
+def _kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    # the group may still hold children (nginx worker, Python Skitai worker)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def stop_server(run: Running) -> None:
+    _kill_group(run.proc)
+    _LIVE.pop(run.proc.pid, None)
+
+
+def cleanup_all() -> None:
+    for proc in list(_LIVE.values()):
+        _kill_group(proc, grace=2.0)
+    _LIVE.clear()
+
+
+# --------------------------------------------------------------------------
+# wrk
+# --------------------------------------------------------------------------
+
+DONE_LUA = r"""
+-- appended by bench: report the run as one machine-readable line.
+-- Percentiles: wrk's latency:percentile() returns 0 when its coordinated-omission
+-- correction puts samples below the recorded minimum (it does with pipelining), so
+-- they are computed here by walking the histogram (latency(i) = i-th distinct value
+-- and its count) when that is cheap enough, which it is unless the spread is huge.
+local function percentiles(latency, ps)
+  local n = #latency
+  local out = {}
+  if n * (latency.max - latency.min + 1) > 3e8 then
+    for k = 1, #ps do out[k] = latency:percentile(ps[k]) end
+    return out
+  end
+  local vals, cnts, total = {}, {}, 0
+  for i = 1, n do
+    local v, c = latency(i)
+    vals[i], cnts[i] = v, c
+    total = total + c
+  end
+  local k, cum = 1, 0
+  for i = 1, n do
+    cum = cum + cnts[i]
+    while k <= #ps and cum >= ps[k] / 100 * total do out[k] = vals[i]; k = k + 1 end
+  end
+  for j = k, #ps do out[j] = latency.max end
+  return out
+end
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  local p = percentiles(latency, {50, 90, 99})
+  io.write(string.format(
+    "BENCHJSON {\"requests\":%d,\"duration_us\":%d,\"bytes\":%d," ..
+    "\"connect\":%d,\"read\":%d,\"write\":%d,\"status\":%d,\"timeout\":%d," ..
+    "\"p50\":%d,\"p90\":%d,\"p99\":%d,\"max\":%d,\"mean\":%.1f}\n",
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    p[1], p[2], p[3], latency.max, latency.mean))
+end
+"""
+
+
+def wrk_argv(ctx: Ctx, port: int, conns: int, duration: int, script: Path,
+             script_args: list[str], path: str = "/") -> list[str]:
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "2s", "-s", str(script),
+            f"http://{HOST}:{port}{path}"]
+    if script_args:
+        argv += ["--"] + script_args
+    return ctx.pin(LOAD_CPU, argv)
+
+
+def run_wrk(ctx: Ctx, port: int, conns: int, duration: int, lua: str, lua_args: list[str],
+            path: str = "/") -> dict:
+    script = ctx.tmp / f"wrk-{abs(hash(lua))}.lua"
+    if not script.exists():
+        script.write_text(lua + "\n" + DONE_LUA)
+    argv = wrk_argv(ctx, port, conns, duration, script, lua_args, path)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    except subprocess.TimeoutExpired:
+        raise RunError("wrk did not finish in time")
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next((l for l in p.stdout.splitlines() if l.startswith("BENCHJSON ")), None)
+    if p.returncode != 0 or line is None:
+        raise RunError(f"wrk failed (rc {p.returncode}): {(p.stderr or p.stdout).strip()[-300:]}")
+    r = json.loads(line[len("BENCHJSON "):])
+    r["wrk_cpu_s"] = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    r["argv"] = argv
+    return r
+
+
+# --------------------------------------------------------------------------
+# Workloads
+# --------------------------------------------------------------------------
+
+
+class Column:
+    def __init__(self, key: str, header: str, fmt, agg: str = "median", ratio: bool = True):
+        self.key, self.header, self.fmt, self.agg, self.ratio = key, header, fmt, agg, ratio
+
+
+def fmt_k(v: float) -> str:
+    return f"{v / 1000:.1f}"
+
+
+def fmt_int(v: float) -> str:
+    return f"{v:.0f}"
+
+
+def fmt_1(v: float) -> str:
+    return f"{v:.1f}"
+
+
+def fmt_2(v: float) -> str:
+    return f"{v:.2f}" if v < 10 else f"{v:.1f}"
+
+
+def fmt_mib(v: float) -> str:
+    return f"{v / 1024:.1f}"
+
+
+class Workload:
+    """Base: subclasses implement run_once() and COLUMNS."""
+
+    name = "?"
+    description = "?"
+    servers: list[str] = []
+    route = "hello"
+    columns: list[Column] = []
+
+    def skip_reason(self, ctx: Ctx) -> str | None:
+        """Non-None skips the whole workload with a note (feature missing, tool missing)."""
+        return None
+
+    def prepare(self, ctx: Ctx) -> None:
+        pass
+
+    def run_once(self, ctx: Ctx, run: Running, first_round: bool) -> dict:
+        raise NotImplementedError
+
+    def commands(self, ctx: Ctx) -> list[str]:
+        return []
+
+
+class WrkWorkload(Workload):
+    """An HTTP/1.1 wrk workload: warm-up, then a measured run, per server per round."""
+
+    def __init__(self, name: str, description: str, connections: int, servers: list[str],
+                 lua: str = "", lua_args: list[str] | None = None, route: str = "hello", path: str = "/"):
+        self.name, self.description, self.connections = name, description, connections
+        self.servers, self.lua, self.lua_args = servers, lua, lua_args or []
+        self.route, self.path = route, path
+        self.columns = [
+            Column("rps", "req/s k (median)", fmt_k),
+            Column("rps", "req/s k (min–max)", None, agg="range", ratio=False),
+            Column("p50", "p50 µs", fmt_int),
+            Column("p99", "p99 µs", fmt_int),
+            Column("cpu_us_per_req", "server CPU µs/req", fmt_2),
+            Column("srv_cpu_pct", "server CPU %", fmt_int, ratio=False),
+            Column("wrk_cpu_pct", "wrk CPU %", fmt_int, ratio=False),
+            Column("rss_peak_kb", "peak RSS MiB", fmt_mib, agg="max"),
+            Column("errors", "errors", fmt_int, agg="sum", ratio=False),
+        ]
+
+    def skip_reason(self, ctx):
+        return None if which("wrk") else "wrk is not installed"
+
+    def run_once(self, ctx, run, first_round):
+        if ctx.warmup > 0:
+            run_wrk(ctx, run.port, self.connections, ctx.warmup, self.lua, self.lua_args, self.path)
+        b0, t0 = cpu_busy_ticks(), tree_ticks(run.pid)
+        r = run_wrk(ctx, run.port, self.connections, ctx.duration, self.lua, self.lua_args, self.path)
+        t1, b1 = tree_ticks(run.pid), cpu_busy_ticks()
+        secs = r["duration_us"] / 1e6
+        reqs = max(r["requests"], 1)
+        cpu_s = (t1 - t0) / CLK_TCK
+        # CPU used meanwhile by anything but the server and wrk: a noisy-neighbour gauge
+        other_s = max(0.0, (b1 - b0) / CLK_TCK - cpu_s - r["wrk_cpu_s"])
+        self._last_wrk = r["argv"]
+        return {
+            "requests": r["requests"],
+            "rps": r["requests"] / secs,
+            "p50": r["p50"], "p99": r["p99"], "max": r["max"],
+            "cpu_us_per_req": cpu_s * 1e6 / reqs,
+            "srv_cpu_pct": 100 * cpu_s / secs,
+            "wrk_cpu_pct": 100 * r["wrk_cpu_s"] / secs,
+            "other_cpu_pct": 100 * other_s / secs,
+            "rss_peak_kb": tree_kb(run.pid, "VmHWM"),
+            "errors": r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"],
+            "error_detail": {k: r[k] for k in ("connect", "read", "write", "status", "timeout")},
+        }
+
+    def commands(self, ctx):
+        script = "<lua script + done() reporter>"
+        argv = wrk_argv(ctx, 0, self.connections, ctx.duration, Path(script), self.lua_args, self.path)
+        return [" ".join(argv).replace(f"{HOST}:0", f"{HOST}:PORT") + (
+                    "  (the Lua script is in bench/workloads/" + self.name + ".py)" if self.lua else ""),
+                f"warm-up: the same for {ctx.warmup} s before each measured run"]
+
+
+# --------------------------------------------------------------------------
+# Running a workload: interleaved rounds
+# --------------------------------------------------------------------------
+
+
+class WorkloadResult:
+    def __init__(self, workload: Workload):
+        self.workload = workload
+        self.runs: dict[str, list[dict]] = {}
+        self.argv: dict[str, str] = {}
+        self.configs: dict[str, str] = {}
+        self.notes: list[str] = []
+        self.skipped: str | None = None
+
+
+def run_workload(ctx: Ctx, wl: Workload) -> WorkloadResult:
+    res = WorkloadResult(wl)
+    reason = wl.skip_reason(ctx)
+    if reason:
+        res.skipped = reason
+        ctx.note(f"workload {wl.name} skipped: {reason}")
+        return res
+    wl.prepare(ctx)
+    active: list[Server] = []
+    for name in wl.servers:
+        if ctx.server_filter and name not in ctx.server_filter:
+            continue
+        srv = SERVERS[name]
+        if name in ctx.server_skips:
+            res.notes.append(f"{name} skipped: {ctx.server_skips[name]}")
+            continue
+        try:
+            (ctx.tmp / "probe").mkdir(exist_ok=True)
+            srv.argv(ctx, 0, wl.route, ctx.tmp / "probe")
+        except Skip as e:
+            res.notes.append(f"{name} skipped: {e}")
+            continue
+        except OSError:
+            pass
+        active.append(srv)
+    failed: set[str] = set()
+    for rnd in range(ctx.rounds):
+        for srv in active:  # interleaved: A B C A B C ...
+            if srv.name in failed:
+                continue
+            log(f"{wl.name}: round {rnd + 1}/{ctx.rounds}: {srv.name}")
+            run = None
+            try:
+                wait_for_quiet(ctx)
+                run = start_server(ctx, srv, wl.route)
+                res.argv[srv.name] = run.shown_argv
+                extra = srv.config_text(run)
+                if extra:
+                    res.configs[srv.name] = extra
+                r = wl.run_once(ctx, run, rnd == 0)
+                if run.proc.poll() is not None:
+                    raise RunError(f"{srv.name} died during the run: {run.log_tail()}")
+                res.runs.setdefault(srv.name, []).append(r)
+                if r.get("other_cpu_pct", 0) > NOISY_PCT:
+                    res.notes.append(f"{srv.name}, round {rnd + 1}: noisy machine: other processes used "
+                                     f"{r['other_cpu_pct']:.0f}% of a CPU during the measured run")
+            except (RunError, Skip, OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
+                res.notes.append(f"{srv.name}, round {rnd + 1}: {e}")
+                log(f"  failed: {e}")
+                if rnd == 0 and not res.runs.get(srv.name):
+                    failed.add(srv.name)  # do not retry a server that cannot even start
+            finally:
+                if run:
+                    stop_server(run)
+    return res
+
+
+# --------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------
+
+
+def aggregate(runs: list[dict], col: Column):
+    vals = [r[col.key] for r in runs if col.key in r]
+    if not vals:
+        return None
+    if col.agg == "median":
+        return statistics.median(vals)
+    if col.agg == "max":
+        return max(vals)
+    if col.agg == "sum":
+        return sum(vals)
+    if col.agg == "range":
+        return (min(vals), max(vals))
+    raise ValueError(col.agg)
+
+
+def fmt_cell(col: Column, v) -> str:
+    if v is None:
+        return "–"
+    if col.agg == "range":
+        lo, hi = v
+        return f"{fmt_k(lo)}–{fmt_k(hi)}"
+    return col.fmt(v)
+
+
+def result_table(res: WorkloadResult) -> str:
+    wl = res.workload
+    cols = wl.columns
+    names = [n for n in wl.servers if res.runs.get(n)]
+    lines = ["| server | rounds | " + " | ".join(c.header for c in cols) + " |",
+             "|---|---:|" + "---:|" * len(cols)]
+    agg = {n: [aggregate(res.runs[n], c) for c in cols] for n in names}
+    for n in names:
+        lines.append(f"| {n} | {len(res.runs[n])} | " +
+                     " | ".join(fmt_cell(c, v) for c, v in zip(cols, agg[n])) + " |")
+    skitais = [n for n in names if SERVERS[n].is_skitai]
+    peers = [n for n in names if not SERVERS[n].is_skitai]
+    for s in skitais:
+        for p in peers:
+            cells = []
+            for c, a, b in zip(cols, agg[s], agg[p]):
+                if not c.ratio or a is None or b is None or c.agg == "range":
+                    cells.append("")
+                elif b == 0:
+                    cells.append("–")
+                else:
+                    cells.append(f"{a / b:.2f}×")
+            lines.append(f"| {s} ÷ {p} | | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def notes_block(res: WorkloadResult) -> str:
+    out = []
+    if res.skipped:
+        out.append(f"- workload skipped: {res.skipped}")
+    for n in res.notes:
+        out.append(f"- {n}")
+    return "\n".join(out)
+
+
+def summary_table(results: list[WorkloadResult]) -> str:
+    """Cross-workload summary: the headline figures per server."""
+    heads, cells = [], {}
+    order: list[str] = []
+    for res in results:
+        if res.skipped or not res.runs:
+            continue
+        for n in res.workload.servers:
+            if res.runs.get(n) and n not in order:
+                order.append(n)
+        for key, label, fmt in getattr(res.workload, "summary_columns",
+                                       [("rps", "req/s k", fmt_k), ("cpu_us_per_req", "µs/req", fmt_2)]):
+            heads.append(f"{res.workload.name} {label}")
+            col = Column(key, "", fmt)
+            for n in res.workload.servers:
+                if res.runs.get(n):
+                    v = aggregate(res.runs[n], col)
+                    cells[(n, len(heads) - 1)] = fmt(v) if v is not None else "–"
+    if not heads:
+        return ""
+    order = [n for n in SERVERS if n in order]
+    lines = ["| server | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
+    for n in order:
+        lines.append(f"| {n} | " + " | ".join(cells.get((n, i), "–") for i in range(len(heads))) + " |")
+    return "\n".join(lines)
+
+
+def machine_block(info: dict[str, str]) -> str:
+    return "\n".join(f"- {k}: {v}" for k, v in info.items())
+
+
+def server_block(res: WorkloadResult) -> str:
+    out = []
+    for n in res.workload.servers:
+        if n in res.argv:
+            out.append(f"- {n} ({SERVERS[n].desc}): `{res.argv[n]}`")
+    for n, text in res.configs.items():
+        out += ["", f"{n} config (`$WORKDIR` is a fresh temp dir per run):", "", "```nginx" if n == "nginx" else "```",
+                text.rstrip(), "```", ""]
+    return "\n".join(out)
+
+
+def write_result(ctx: Ctx, res: WorkloadResult, info: dict[str, str], outdir: Path) -> Path:
+    outdir.mkdir(parents=True, exist_ok=True)
+    wl = res.workload
+    path = outdir / f"{ctx.date}-{wl.name}.md"
+    cmds = "\n".join(f"- `{c}`" for c in wl.commands(ctx))
+    body = [f"# {wl.name}: {wl.description}", "",
+            f"Run by `bench/run` on {info['date']}.", "",
+            "## Machine", machine_block(info), "",
+            "## Commands", server_block(res), cmds, "",
+            "## Results", result_table(res) if res.runs else "_no server ran_", ""]
+    nb = notes_block(res)
+    if nb:
+        body += ["## Notes", nb, ""]
+    path.write_text("\n".join(body))
+    raw = {"workload": wl.name, "machine": info, "runs": res.runs, "argv": res.argv, "configs": res.configs,
+           "notes": res.notes, "skipped": res.skipped}
+    (outdir / f"{ctx.date}-{wl.name}.json").write_text(json.dumps(raw, indent=1, default=str))
+    return path
