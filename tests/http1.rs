@@ -248,31 +248,36 @@ both_drivers! {
     }
 }
 
+/// Uploads `body` to `/echo` with curl (plus `extra` arguments); returns the
+/// final status, its header fields (lower-case names) and the body curl got back.
+fn curl_echo(server: &Server, body: &[u8], extra: &[&str]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.bin");
+    let output = dir.path().join("out.bin");
+    let headers = dir.path().join("headers.txt");
+    std::fs::write(&input, body).unwrap();
+    let data = format!("@{}", input.display());
+    let mut args: Vec<&str> = extra.to_vec();
+    let url = server.url("/echo");
+    args.extend(["--data-binary", &data, "-D", headers.to_str().unwrap(), "-o", output.to_str().unwrap(), &url]);
+    let out = curl(&args);
+    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    let (status, hdrs) = last_header_block(&std::fs::read_to_string(&headers).unwrap());
+    (status, hdrs, std::fs::read(&output).unwrap())
+}
+
 both_drivers! {
     /// Chunked upload with curl, from a file.
     fn chunked_upload_echo_curl(io) {
         let server = hello(io).start();
-        let dir = tempfile::tempdir().unwrap();
-        let input = dir.path().join("in.bin");
-        let output = dir.path().join("out.bin");
-        let headers = dir.path().join("headers.txt");
         let body = test_bytes(3 << 20, 3);
-        std::fs::write(&input, &body).unwrap();
-        let out = curl(&[
-            "-H", "Transfer-Encoding: chunked",
-            "--data-binary", &format!("@{}", input.display()),
-            "-D", headers.to_str().unwrap(),
-            "-o", output.to_str().unwrap(),
-            &server.url("/echo"),
-        ]);
-        assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
-        let (status, hdrs) = last_header_block(&std::fs::read_to_string(&headers).unwrap());
+        let (status, hdrs, echoed) = curl_echo(&server, &body, &["-H", "Transfer-Encoding: chunked"]);
         assert_eq!(status, 200);
         assert!(
             hdrs.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked")),
             "response to a chunked upload should be chunked: {hdrs:?}"
         );
-        assert!(std::fs::read(&output).unwrap() == body, "curl got a different body back");
+        assert!(echoed == body, "curl got a different body back");
     }
 }
 
@@ -280,23 +285,11 @@ both_drivers! {
     /// Content-Length upload with curl (curl adds `Expect: 100-continue` for large bodies).
     fn content_length_upload_echo_curl(io) {
         let server = hello(io).start();
-        let dir = tempfile::tempdir().unwrap();
-        let input = dir.path().join("in.bin");
-        let output = dir.path().join("out.bin");
-        let headers = dir.path().join("headers.txt");
         let body = test_bytes(2 << 20, 5);
-        std::fs::write(&input, &body).unwrap();
-        let out = curl(&[
-            "--data-binary", &format!("@{}", input.display()),
-            "-D", headers.to_str().unwrap(),
-            "-o", output.to_str().unwrap(),
-            &server.url("/echo"),
-        ]);
-        assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
-        let (status, hdrs) = last_header_block(&std::fs::read_to_string(&headers).unwrap());
+        let (status, hdrs, echoed) = curl_echo(&server, &body, &[]);
         assert_eq!(status, 200);
         assert!(hdrs.iter().any(|(n, v)| n == "content-length" && v == &body.len().to_string()), "{hdrs:?}");
-        assert!(std::fs::read(&output).unwrap() == body, "curl got a different body back");
+        assert!(echoed == body, "curl got a different body back");
     }
 }
 
