@@ -4,8 +4,7 @@ use bytes::{BufMut, BytesMut};
 use http::StatusCode;
 use http::header::{self, HeaderMap};
 
-use crate::http::SERVER_NAME;
-use crate::http::date::http_date;
+use crate::http::date::{DATE_LEN, http_date};
 
 /// How the response body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,11 +38,17 @@ pub(crate) fn encode_head(
     dst: &mut BytesMut,
 ) {
     dst.reserve(256);
-    dst.put_slice(b"HTTP/1.1 ");
-    dst.put_slice(status.as_str().as_bytes());
-    dst.put_u8(b' ');
-    dst.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
-    dst.put_slice(b"\r\n");
+    // The common status line and the default fields are written as whole
+    // lines: a few larger copies instead of many tiny ones.
+    if status == StatusCode::OK {
+        dst.put_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        dst.put_slice(b"HTTP/1.1 ");
+        dst.put_slice(status.as_str().as_bytes());
+        dst.put_u8(b' ');
+        dst.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+        dst.put_slice(b"\r\n");
+    }
     // One pass over the handler's fields; our defaults fill in what it left out.
     let mut has_server = false;
     let mut has_date = false;
@@ -58,31 +63,50 @@ pub(crate) fn encode_head(
         dst.put_slice(value.as_bytes());
         dst.put_slice(b"\r\n");
     }
-    if !has_server {
-        dst.put_slice(b"Server: ");
-        dst.put_slice(SERVER_NAME.as_bytes());
-        dst.put_slice(b"\r\n");
-    }
-    if !has_date {
-        dst.put_slice(b"Date: ");
-        dst.put_slice(&http_date());
-        dst.put_slice(b"\r\n");
+    match (has_server, has_date) {
+        (false, false) => dst.put_slice(&server_and_date_lines()),
+        (false, true) => dst.put_slice(SERVER_LINE.as_bytes()),
+        (true, false) => dst.put_slice(&server_and_date_lines()[SERVER_LINE.len()..]),
+        (true, true) => {}
     }
     match framing {
         Framing::Length(n) => {
-            dst.put_slice(b"Content-Length: ");
-            dst.put_slice(itoa::Buffer::new().format(n).as_bytes());
-            dst.put_slice(b"\r\n");
+            let mut line = [0u8; CONTENT_LENGTH_LINE_MAX];
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(n).as_bytes();
+            let end = CONTENT_LENGTH.len() + digits.len() + 2;
+            line[..CONTENT_LENGTH.len()].copy_from_slice(CONTENT_LENGTH);
+            line[CONTENT_LENGTH.len()..end - 2].copy_from_slice(digits);
+            line[end - 2..end].copy_from_slice(b"\r\n");
+            dst.put_slice(&line[..end]);
         }
         Framing::Chunked => dst.put_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::Close | Framing::None => {}
     }
-    if !keep_alive {
-        dst.put_slice(b"Connection: close\r\n");
-    } else if http10_client {
-        dst.put_slice(b"Connection: keep-alive\r\n");
-    }
-    dst.put_slice(b"\r\n");
+    dst.put_slice(match (keep_alive, http10_client) {
+        (false, _) => b"Connection: close\r\n\r\n",
+        (true, true) => b"Connection: keep-alive\r\n\r\n",
+        (true, false) => b"\r\n",
+    });
+}
+
+const CONTENT_LENGTH: &[u8] = b"Content-Length: ";
+/// "Content-Length: " + up to 20 digits + CRLF.
+const CONTENT_LENGTH_LINE_MAX: usize = 16 + 20 + 2;
+/// The default `Server` field, as a whole line.
+const SERVER_LINE: &str = concat!("Server: skitai/", env!("CARGO_PKG_VERSION"), "\r\n");
+const DATE_PREFIX: &[u8] = b"Date: ";
+const SERVER_AND_DATE_LEN: usize = SERVER_LINE.len() + DATE_PREFIX.len() + DATE_LEN + 2;
+
+/// `Server: skitai/<version>\r\nDate: <now>\r\n`, built on the stack.
+fn server_and_date_lines() -> [u8; SERVER_AND_DATE_LEN] {
+    let mut lines = [0u8; SERVER_AND_DATE_LEN];
+    let date_at = SERVER_LINE.len() + DATE_PREFIX.len();
+    lines[..SERVER_LINE.len()].copy_from_slice(SERVER_LINE.as_bytes());
+    lines[SERVER_LINE.len()..date_at].copy_from_slice(DATE_PREFIX);
+    lines[date_at..date_at + DATE_LEN].copy_from_slice(&http_date());
+    lines[date_at + DATE_LEN..].copy_from_slice(b"\r\n");
+    lines
 }
 
 /// Writes one chunk (size line, data, CRLF); empty data is skipped because a
