@@ -43,3 +43,20 @@ both_drivers! {
         assert_eq!(seen, HashSet::from([0, 1]), "200 connections all went to one shard");
     }
 }
+
+both_drivers! {
+    /// A second instance on a port that is already served fails loudly instead of
+    /// sharing the port through SO_REUSEPORT.
+    fn taken_port_is_refused(io) {
+        let first = hello(io).start();
+        let port = first.addr().port().to_string();
+        let mut second = hello(io).no_listen_flags().arg("--address").arg("127.0.0.1").arg("--port").arg(&port).spawn();
+        let status = second.wait_exit(EXIT_TIMEOUT).expect("the second instance should exit");
+        assert_eq!(status.code(), Some(2), "stderr:\n{}", second.stderr());
+        assert!(second.stderr().contains("already in use"), "stderr:\n{}", second.stderr());
+        // The first one is unaffected.
+        let mut c = first.connect();
+        c.send(get("/"));
+        assert_eq!(c.read_response().status, 200);
+    }
+}
