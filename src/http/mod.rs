@@ -3,6 +3,7 @@
 mod body;
 pub mod date;
 mod error_page;
+pub(crate) mod header_pool;
 
 pub use body::Body;
 pub(crate) use body::BodySource;
@@ -36,7 +37,9 @@ pub trait ResponseExt: Sized {
 
 fn with_type(body: Bytes, content_type: &'static str) -> Response {
     let mut res = http::Response::new(Body::full(body));
-    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let mut headers = header_pool::take();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    *res.headers_mut() = headers;
     res
 }
 

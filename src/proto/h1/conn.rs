@@ -22,7 +22,7 @@ use super::decode::{Decoded, Decoder};
 use super::encode::{self, LAST_CHUNK, encode_chunk, encode_head, status_has_no_body};
 use super::parse::{Framing, Head, parse_head};
 use crate::error::{Error, ErrorKind, Result};
-use crate::http::{Body, BodySource, Response, error_response};
+use crate::http::{Body, BodySource, Response, error_response, header_pool};
 use crate::proto::Deadline;
 use crate::shard::{Route, ShardCtx};
 
@@ -286,6 +286,7 @@ where
                 let len = full.as_ref().map_or(0, |b| b.len() as u64);
                 let framing = if no_body { encode::Framing::None } else { encode::Framing::Length(len) };
                 encode_head(parts.status, &parts.headers, framing, keep_alive, http10, &mut self.out);
+                header_pool::give_back(parts.headers);
                 match full.filter(|_| !is_head && !no_body) {
                     Some(bytes) if bytes.len() >= DIRECT_WRITE_MIN => Box::pin(self.write_large(bytes)).await,
                     Some(bytes) => {

@@ -1,0 +1,55 @@
+//! A small per-shard pool of cleared response header maps.
+//!
+//! A fresh `HeaderMap` allocates twice on its first insert and frees twice
+//! when dropped. Responses built with [`ResponseExt`](super::ResponseExt) take
+//! a map from this pool, and the connection gives it back (cleared, capacity
+//! kept) once the head is encoded.
+
+use std::cell::RefCell;
+
+use http::HeaderMap;
+
+/// Most maps kept per shard; enough for a pipelined batch.
+const POOL_SIZE: usize = 64;
+/// Maps that grew larger than this are dropped instead of pooled.
+const MAX_POOLED_CAPACITY: usize = 32;
+
+thread_local! {
+    static POOL: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty map, reused when one is available.
+pub(crate) fn take() -> HeaderMap {
+    POOL.with(|pool| pool.borrow_mut().pop()).unwrap_or_default()
+}
+
+/// Returns a map to the pool (cleared; its allocation kept).
+pub(crate) fn give_back(mut map: HeaderMap) {
+    if map.capacity() == 0 || map.capacity() > MAX_POOLED_CAPACITY {
+        return;
+    }
+    map.clear();
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < POOL_SIZE {
+            pool.push(map);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::{CONTENT_TYPE, HeaderValue};
+
+    #[test]
+    fn maps_come_back_empty_with_their_allocation() {
+        let mut map = take();
+        map.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let capacity = map.capacity();
+        give_back(map);
+        let again = take();
+        assert!(again.is_empty());
+        assert_eq!(again.capacity(), capacity);
+    }
+}
