@@ -233,11 +233,9 @@ where
             self.shard.set_idle(self.conn_key, false);
             match filled {
                 Ok(0) => return Ok(()),
-                Ok(_) => {
-                    if idle {
-                        head_started = Some(Instant::now());
-                    }
-                }
+                // The head's clock starts when a partial head is first seen (above),
+                // so a complete head costs no clock read.
+                Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::Timeout && !idle => {
                     // Slowloris: part of a head arrived, the rest did not in time.
                     self.side = None;
