@@ -254,11 +254,9 @@ where
     /// only future awaited per request is the handler's own (boxed) one:
     /// nothing large is built and moved on each request.
     async fn handle_bodiless(&mut self, head: Head) -> Next {
-        let Head { request, keep_alive, accept, .. } = head;
+        let Head { mut request, keep_alive, accept, .. } = head;
         let http10 = request.version() == Version::HTTP_10;
         let is_head = request.method() == Method::HEAD;
-        let (parts, ()) = request.into_parts();
-        let mut request = http::Request::from_parts(parts, Body::empty());
         let shard = self.shard.clone();
         let response = match shard.route(&mut request, self.peer, accept.as_ref()) {
             Route::Respond(response) => response,
@@ -320,7 +318,7 @@ where
     /// the handler runs and the response is written, then taken back.
     async fn handle_with_body(&mut self, head: Head) -> Result<Next> {
         let limits = self.shard.limits;
-        let Head { request, framing, keep_alive, expect_continue, accept } = head;
+        let Head { mut request, framing, keep_alive, expect_continue, accept } = head;
         let version = request.version();
         let http10 = version == Version::HTTP_10;
         let is_head = request.method() == Method::HEAD;
@@ -335,7 +333,6 @@ where
             }
         }
 
-        let (parts, ()) = request.into_parts();
         let mut side = self.side.take().expect("read side present between requests");
         side.decoder = match framing {
             Framing::Length(n) => Decoder::length(n),
@@ -343,14 +340,13 @@ where
         };
         side.failure = None;
         let slot = Rc::new(RefCell::new(Some(side)));
-        let body = Body::incoming(Box::new(H1Body { slot: slot.clone(), timeout: limits.request_timeout }));
+        *request.body_mut() = Body::incoming(Box::new(H1Body { slot: slot.clone(), timeout: limits.request_timeout }));
         if expect_continue {
             // Sent only now that the size check passed.
             self.out.put_slice(CONTINUE);
             self.flush().await?;
         }
 
-        let request = http::Request::from_parts(parts, body);
         let mut response = self.shard.dispatch(request, self.peer, accept.as_ref()).await;
 
         // A body that failed (too large, malformed, timed out) decides the

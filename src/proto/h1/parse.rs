@@ -12,6 +12,7 @@ use http::{Method, Uri, Version};
 
 use crate::config::Limits;
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::Body;
 
 /// Upper bound of `max_headers`; the parser's header array lives on the stack
 /// uninitialised, so this costs nothing until used.
@@ -31,8 +32,9 @@ pub(crate) enum Framing {
 /// A parsed request head plus what the connection needs to know about it.
 #[derive(Debug)]
 pub(crate) struct Head {
-    /// Method, target, version and fields.
-    pub(crate) request: http::Request<()>,
+    /// Method, target, version and fields; the body is empty until the
+    /// connection attaches the incoming one.
+    pub(crate) request: http::Request<Body>,
     /// Body framing.
     pub(crate) framing: Framing,
     /// Whether the connection may be reused after this request.
@@ -146,7 +148,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
         facts.decide(version).map_err(|error| HeadError { error, accept: accept.clone() })?;
     let keep_alive = !facts.close && (version == Version::HTTP_11 || facts.keep_alive);
 
-    let mut request = http::Request::new(());
+    let mut request = http::Request::new(Body::empty());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
