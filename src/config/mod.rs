@@ -35,6 +35,8 @@ pub const DEFAULT_MAX_UPLOAD_SIZE: u64 = 256 << 20;
 pub const DEFAULT_MAX_HEADER_SIZE: u64 = 16 << 10;
 /// Most header fields accepted in one request (431 above it).
 pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Upper bound of `max_headers`: the parser keeps that many field slots on the stack.
+pub const MAX_HEADERS_LIMIT: usize = 256;
 /// Longest request target accepted (414 above it).
 pub const DEFAULT_MAX_URI_SIZE: u64 = 8 << 10;
 
@@ -202,8 +204,8 @@ impl Config {
         if s.max_uri_size.bytes() < 16 || s.max_uri_size > s.max_header_size {
             return Err(Error::config("server.max_uri_size", "must be between 16 bytes and max_header_size"));
         }
-        if s.max_headers == 0 || s.max_headers > 1000 {
-            return Err(Error::config("server.max_headers", "must be between 1 and 1000"));
+        if s.max_headers == 0 || s.max_headers > MAX_HEADERS_LIMIT {
+            return Err(Error::config("server.max_headers", format!("must be between 1 and {MAX_HEADERS_LIMIT}")));
         }
         for (i, m) in self.mounts.iter().enumerate() {
             if !m.path.starts_with('/') {

@@ -14,9 +14,9 @@ use crate::config::Limits;
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::Body;
 
-/// Upper bound of `max_headers`; the parser's header array lives on the stack
-/// uninitialised, so this costs nothing until used.
-pub(crate) const MAX_HEADERS_CAP: usize = 1000;
+/// Upper bound of `max_headers`; the parser's field arrays live on the stack
+/// uninitialised (no cost until used), sized to keep the frame small.
+pub(crate) const MAX_HEADERS_CAP: usize = crate::config::MAX_HEADERS_LIMIT;
 
 /// How the request body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
