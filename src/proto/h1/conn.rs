@@ -322,7 +322,7 @@ where
         let version = request.version();
         let http10 = version == Version::HTTP_10;
         let is_head = request.method() == Method::HEAD;
-        let mut keep_alive = keep_alive && !self.shard.draining();
+        let mut keep_alive = keep_alive;
 
         if let Framing::Length(n) = framing {
             if n > limits.max_upload_size {

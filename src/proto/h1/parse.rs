@@ -124,7 +124,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
     let mut facts = Facts::default();
     for (i, h) in req.headers.iter().enumerate() {
         let name = h.name.as_bytes();
-        facts.note(i, name, h.value)?;
+        facts.note(i, name, h.value);
         positions[i].write(FieldPos { name: offset_of(base, name), value: offset_of(base, h.value) });
     }
 
@@ -169,6 +169,8 @@ struct Facts {
     hosts: u8,
     content_length: Option<u64>,
     has_content_length: bool,
+    /// The first problem found in a Content-Length field.
+    content_length_error: Option<&'static str>,
     transfer_encoding: TransferCoding,
     chunked_seen: bool,
     close: bool,
@@ -196,7 +198,9 @@ enum TransferCoding {
 }
 
 impl Facts {
-    fn note(&mut self, index: usize, name: &[u8], value: &[u8]) -> Result<()> {
+    /// Records what field `index` says; errors are kept for [`Facts::decide`],
+    /// which reports them once the `Accept` field is known too.
+    fn note(&mut self, index: usize, name: &[u8], value: &[u8]) {
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => self.hosts = self.hosts.saturating_add(1),
             6 if name.eq_ignore_ascii_case(b"expect") => {
@@ -213,10 +217,16 @@ impl Facts {
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 self.has_content_length = true;
                 for part in value.split(|&b| b == b',') {
-                    let n = parse_content_length(trim_ows(part)).ok_or_else(|| bad("invalid Content-Length"))?;
-                    match self.content_length {
-                        Some(prev) if prev != n => return Err(bad("differing Content-Length values")),
-                        _ => self.content_length = Some(n),
+                    let problem = match (parse_content_length(trim_ows(part)), self.content_length) {
+                        (None, _) => Some("invalid Content-Length"),
+                        (Some(n), Some(prev)) if prev != n => Some("differing Content-Length values"),
+                        (Some(n), _) => {
+                            self.content_length = Some(n);
+                            None
+                        }
+                    };
+                    if self.content_length_error.is_none() {
+                        self.content_length_error = problem;
                     }
                 }
             }
@@ -240,12 +250,14 @@ impl Facts {
             }
             _ => {}
         }
-        Ok(())
     }
 
     /// RFC 9112 §6.1–§6.3 and §3.2: the body framing, refusing every ambiguous case,
     /// and whether the client waits for `100 Continue`.
     fn decide(&self, version: Version) -> Result<(Framing, bool)> {
+        if let Some(problem) = self.content_length_error {
+            return Err(bad(problem));
+        }
         if self.hosts > 1 {
             return Err(bad("more than one Host field"));
         }
@@ -471,6 +483,13 @@ mod tests {
         let big = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n", "v".repeat(300));
         let mut buf = BytesMut::from(big.as_bytes());
         assert_eq!(parse_head(&mut buf, &small).unwrap_err().kind(), ErrorKind::HeaderTooLarge);
+    }
+
+    #[test]
+    fn framing_errors_keep_the_accept_field() {
+        let err = parse(b"POST / HTTP/1.1\r\nHost: h\r\nAccept: text/html\r\nContent-Length: 3x\r\n\r\n").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadRequest);
+        assert_eq!(err.accept.as_ref().map(|v| v.as_bytes()), Some(&b"text/html"[..]));
     }
 
     #[test]
