@@ -6,7 +6,7 @@
 mod size;
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -237,14 +237,6 @@ impl Config {
             keep_alive: Duration::from_secs(s.keep_alive),
             request_timeout: Duration::from_secs(s.request_timeout),
             header_timeout: Duration::from_secs(s.header_timeout),
-        }
-    }
-
-    /// Resolves a mount target path relative to the configuration file's folder.
-    pub fn resolve_relative(base: Option<&Path>, target: &str) -> PathBuf {
-        match base {
-            Some(dir) if Path::new(target).is_relative() => dir.join(target),
-            _ => PathBuf::from(target),
         }
     }
 }

@@ -4,7 +4,7 @@ mod server;
 mod signals;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
@@ -143,10 +143,10 @@ impl Engine {
     fn run_cli(self, cli: Cli) -> Result<()> {
         init_logging(cli.devel, cli.silent);
         install_panic_hook();
-        let (config, base) = self.load_config(&cli)?;
+        let config = self.load_config(&cli)?;
         match cli.command.unwrap_or(Command::Run) {
             Command::Check => {
-                self.resolve_mounts(&config, base.as_deref())?;
+                self.resolve_mounts(&config)?;
                 println!(
                     "ok: configuration is valid ({} mount(s), {} shard(s))",
                     config.mounts.len() + self.mounts.len(),
@@ -156,7 +156,7 @@ impl Engine {
             }
             Command::Run => {
                 let devel = cli.devel;
-                let server = self.serve_with(config, base.as_deref(), devel)?;
+                let server = self.serve_with(config, devel)?;
                 signals::install(server.shutdown_handle())?;
                 server.wait()
             }
@@ -164,7 +164,7 @@ impl Engine {
     }
 
     /// Resolves the configuration: the program's settings, then the file, then the flags.
-    fn load_config(&self, cli: &Cli) -> Result<(Config, Option<PathBuf>)> {
+    fn load_config(&self, cli: &Cli) -> Result<Config> {
         let file = match &cli.config {
             Some(path) => Some(path.clone()),
             None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()),
@@ -175,24 +175,23 @@ impl Engine {
         };
         cli.apply(&mut config)?;
         config.validate()?;
-        let base = file.and_then(|f| f.parent().map(Path::to_path_buf));
-        Ok((config, base))
+        Ok(config)
     }
 
     /// Starts serving with `config` (no CLI, no signal handling): for tests and
     /// programs that manage their own lifecycle.
     pub fn serve(self, config: Config) -> Result<Server> {
         config.validate()?;
-        self.serve_with(config, None, false)
+        self.serve_with(config, false)
     }
 
-    fn serve_with(self, config: Config, base: Option<&Path>, devel: bool) -> Result<Server> {
-        let mounts = self.resolve_mounts(&config, base)?;
+    fn serve_with(self, config: Config, devel: bool) -> Result<Server> {
+        let mounts = self.resolve_mounts(&config)?;
         Server::start(&config, mounts, devel)
     }
 
     /// Every mount as a (prefix, handler factory) pair; names and targets are checked here.
-    fn resolve_mounts(&self, config: &Config, _base: Option<&Path>) -> Result<Vec<(String, Arc<dyn HandlerFactory>)>> {
+    fn resolve_mounts(&self, config: &Config) -> Result<Vec<(String, Arc<dyn HandlerFactory>)>> {
         let mut resolved: Vec<(String, Arc<dyn HandlerFactory>)> = Vec::new();
         let from_code = self.mounts.iter().map(|(p, t)| (format!("mount {p:?}"), p.clone(), t.clone()));
         let from_config = config
