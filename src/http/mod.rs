@@ -35,25 +35,31 @@ pub trait ResponseExt: Sized {
     fn redirect(status: StatusCode, location: &str) -> Self;
 }
 
-fn with_type(body: Bytes, content_type: &'static str) -> Response {
+// `HeaderValue::from_static` validates every byte when called at run time;
+// as constants the check happens once, at compile time.
+const TEXT_PLAIN_UTF8: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const TEXT_HTML_UTF8: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+fn with_type(body: Bytes, content_type: HeaderValue) -> Response {
     let mut res = http::Response::new(Body::full(body));
     let mut headers = header_pool::take();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CONTENT_TYPE, content_type);
     *res.headers_mut() = headers;
     res
 }
 
 impl ResponseExt for Response {
     fn text(body: impl Into<Bytes>) -> Self {
-        with_type(body.into(), "text/plain; charset=utf-8")
+        with_type(body.into(), TEXT_PLAIN_UTF8)
     }
 
     fn html(body: impl Into<Bytes>) -> Self {
-        with_type(body.into(), "text/html; charset=utf-8")
+        with_type(body.into(), TEXT_HTML_UTF8)
     }
 
     fn json_bytes(body: impl Into<Bytes>) -> Self {
-        with_type(body.into(), "application/json")
+        with_type(body.into(), APPLICATION_JSON)
     }
 
     fn empty(status: StatusCode) -> Self {
