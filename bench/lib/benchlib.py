@@ -213,10 +213,15 @@ def build_skitai(ctx: Ctx) -> None:
             ctx.server_skips[s] = reason
 
 
+# Bench servers built from bench/peers, and their binaries.
+PEER_BINARIES = (("hyper", "hyper-hello"), ("may-minihttp", "may-hello"),
+                 ("monoio-raw-uring", "monoio-raw"), ("monoio-raw-epoll", "monoio-raw"))
+
+
 def build_peers(ctx: Ctx) -> None:
     if ctx.build:
         cargo_build(ctx, ["--target-dir", str(PEERS_TARGET)], PEERS_DIR, "peers")
-    for name, exe in (("hyper", "hyper-hello"), ("may-minihttp", "may-hello")):
+    for name, exe in PEER_BINARIES:
         if not (PEERS_TARGET / "release" / exe).exists():
             ctx.server_skips[name] = f"bench/peers/{exe} did not build"
 
@@ -457,13 +462,13 @@ http {{
 
 
 class PeerBinServer(Server):
-    def __init__(self, name: str, exe: str, desc: str):
-        self.name, self.exe, self.desc = name, exe, desc
+    def __init__(self, name: str, exe: str, desc: str, args: tuple[str, ...] = ()):
+        self.name, self.exe, self.desc, self.args = name, exe, desc, args
 
     def argv(self, ctx, port, route, workdir):
         if route != "hello":
             raise Skip(f"{self.name} peer has no `{route}` route")
-        return [str(PEERS_TARGET / "release" / self.exe), "--port", str(port)]
+        return [str(PEERS_TARGET / "release" / self.exe), "--port", str(port), *self.args]
 
 
 class PythonSkitaiServer(Server):
@@ -488,6 +493,11 @@ SERVERS: dict[str, Server] = {s.name: s for s in [
     NginxServer(),
     PeerBinServer("hyper", "hyper-hello", "hyper 1.x http1, tokio current_thread (bench/peers/hyper-hello)"),
     PeerBinServer("may-minihttp", "may-hello", "may_minihttp, 1 may worker (bench/peers/may-hello)"),
+    PeerBinServer("monoio-raw-uring", "monoio-raw",
+                  "the floor: raw monoio read/httparse/write loop, io_uring COOP_TASKRUN (bench/peers/monoio-raw)",
+                  ("--io", "uring")),
+    PeerBinServer("monoio-raw-epoll", "monoio-raw", "the same raw loop on monoio's epoll driver",
+                  ("--io", "epoll")),
     PythonSkitaiServer(),
 ]}
 

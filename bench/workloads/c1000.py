@@ -8,5 +8,5 @@ WORKLOAD = WrkWorkload(
     name="c1000",
     description="GET / → `Hello, World!`, keep-alive, `wrk -t1 -c1000`",
     connections=1000,
-    servers=["skitai-uring", "skitai-epoll", "nginx", "hyper", "may-minihttp"],
+    servers=["skitai-uring", "skitai-epoll", "nginx", "hyper", "may-minihttp", "monoio-raw-uring", "monoio-raw-epoll"],
 )

@@ -22,5 +22,5 @@ WORKLOAD = WrkWorkload(
     connections=64,
     lua=PIPELINE_LUA,
     lua_args=["16"],
-    servers=["skitai-uring", "skitai-epoll", "nginx", "hyper", "may-minihttp"],
+    servers=["skitai-uring", "skitai-epoll", "nginx", "hyper", "may-minihttp", "monoio-raw-uring", "monoio-raw-epoll"],
 )

@@ -9,5 +9,5 @@ WORKLOAD = WrkWorkload(
     name="plaintext",
     description="GET / → `Hello, World!`, keep-alive, `wrk -t1 -c64`",
     connections=64,
-    servers=["skitai-uring", "skitai-epoll", "nginx", "hyper", "may-minihttp", "python-skitai"],
+    servers=["skitai-uring", "skitai-epoll", "nginx", "hyper", "may-minihttp", "monoio-raw-uring", "monoio-raw-epoll", "python-skitai"],
 )
