@@ -82,7 +82,7 @@ impl Cli {
             let (path, target) = spec
                 .split_once('=')
                 .ok_or_else(|| Error::config("--mount", format!("{spec:?} is not POINT=TARGET")))?;
-            config.mounts.push(MountConfig { path: path.to_owned(), target: target.to_owned() });
+            config.mounts.push(MountConfig { path: path.to_owned(), target: target.to_owned(), ..Default::default() });
         }
         Ok(())
     }
@@ -101,7 +101,7 @@ mod tests {
         cli.apply(&mut c).unwrap();
         assert_eq!(c.server.port, 8080);
         assert_eq!(c.server.io, IoMode::Epoll);
-        assert_eq!(c.mounts[0], MountConfig { path: "/s".into(), target: "./d".into() });
+        assert_eq!(c.mounts[0], MountConfig { path: "/s".into(), target: "./d".into(), ..Default::default() });
     }
 
     #[test]

@@ -6,6 +6,7 @@
 #![deny(unreachable_pub, missing_docs, missing_debug_implementations)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod apps;
 pub mod cli;
 pub mod config;
 mod engine;
@@ -16,6 +17,7 @@ mod net;
 mod proto;
 mod shard;
 
+pub use apps::StaticDir;
 pub use engine::{DEFAULT_CONFIG_FILE, Engine, IntoMountTarget, MountTarget, Server, ShutdownHandle};
 pub use error::{Error, ErrorKind, Result};
 pub use mount::{Ctx, Handler, HandlerFactory, HandlerFn, PerShard, ShardInfo, Shared, handler_fn, per_shard, shared};
@@ -35,7 +37,9 @@ pub use monoio::spawn_blocking;
 /// What most programs need: `use skitai::prelude::*;`.
 pub mod prelude {
     pub use crate::http::{Body, Request, Response, ResponseExt};
-    pub use crate::{Ctx, Engine, Handler, HandlerFactory, ShardInfo, StatusCode, handler_fn, per_shard, shared};
+    pub use crate::{
+        Ctx, Engine, Handler, HandlerFactory, ShardInfo, StaticDir, StatusCode, handler_fn, per_shard, shared,
+    };
     pub use futures_util::future::LocalBoxFuture;
 }
 
@@ -122,14 +126,17 @@ pub mod internals {
             }
             let mounts = prefixes
                 .iter()
-                .map(|p| crate::mount::Mount { prefix: std::rc::Rc::from(*p), handler: std::rc::Rc::new(Never) })
+                .map(|p| crate::mount::Mount {
+                    prefix: std::rc::Rc::from(*p),
+                    target: crate::mount::Target::Handler(std::rc::Rc::new(Never)),
+                })
                 .collect();
             MountLookup(crate::mount::MountTable::new(mounts))
         }
 
         /// The length of the matched prefix, if any.
         pub fn lookup(&self, path: &str) -> Option<usize> {
-            match self.0.lookup(path) {
+            match self.0.lookup_from(path, 0) {
                 crate::mount::Lookup::Found { mount, .. } => Some(mount.prefix.len()),
                 _ => None,
             }

@@ -5,6 +5,7 @@
 
 mod size;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -51,11 +52,61 @@ pub struct Config {
     /// Mount points, in the order given; lookup is by longest prefix.
     #[serde(rename = "mount")]
     pub mounts: Vec<MountConfig>,
+    /// Static file serving: the per-shard cache and compression.
+    #[serde(rename = "static")]
+    pub static_files: StaticConfig,
+    /// `Cache-Control: max-age` (and `Expires`) for static files, by URL
+    /// prefix; the longest matching prefix wins. Empty by default.
+    pub max_age: BTreeMap<String, u64>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { name: "skitai".to_owned(), server: ServerConfig::default(), mounts: Vec::new() }
+        Config {
+            name: "skitai".to_owned(),
+            server: ServerConfig::default(),
+            mounts: Vec::new(),
+            static_files: StaticConfig::default(),
+            max_age: BTreeMap::new(),
+        }
+    }
+}
+
+/// Default seconds a cached file's metadata is trusted before it is checked again.
+pub const DEFAULT_STATIC_REVALIDATE_SECS: u64 = 1;
+/// Default number of paths each shard's static file cache remembers.
+pub const DEFAULT_STATIC_CACHE_ENTRIES: usize = 4096;
+/// Default bytes of file contents each shard keeps in memory.
+pub const DEFAULT_STATIC_CACHE_SIZE: u64 = 32 << 20;
+/// Default size up to which a file's contents are kept in memory (larger files go by `sendfile`).
+pub const DEFAULT_STATIC_CACHE_MAX_FILE: u64 = 256 << 10;
+
+/// The `[static]` section.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaticConfig {
+    /// Seconds a cached file's metadata is trusted; 0 checks on every request.
+    pub revalidate: u64,
+    /// Paths remembered per shard (found, missing or directories).
+    pub cache_entries: usize,
+    /// Bytes of file contents (and gzip-compressed copies) kept per shard.
+    pub cache_size: ByteSize,
+    /// Files up to this size are kept in memory; larger ones are sent with `sendfile`.
+    pub cache_max_file: ByteSize,
+    /// Compress text and JSON files over 2 KiB with gzip when the client accepts it
+    /// and no precompressed `.gz` sibling exists.
+    pub gzip: bool,
+}
+
+impl Default for StaticConfig {
+    fn default() -> Self {
+        StaticConfig {
+            revalidate: DEFAULT_STATIC_REVALIDATE_SECS,
+            cache_entries: DEFAULT_STATIC_CACHE_ENTRIES,
+            cache_size: ByteSize(DEFAULT_STATIC_CACHE_SIZE),
+            cache_max_file: ByteSize(DEFAULT_STATIC_CACHE_MAX_FILE),
+            gzip: true,
+        }
     }
 }
 
@@ -130,13 +181,22 @@ impl Default for ServerConfig {
 }
 
 /// One `[[mount]]` entry.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MountConfig {
     /// URL prefix, starting with `/`.
     pub path: String,
     /// A directory, `@alias`, or the name of a handler the program registered.
     pub target: String,
+    /// Directory mounts: list directories that have no index file.
+    #[serde(default)]
+    pub listing: bool,
+    /// Directory mounts: follow symlinks that point outside the directory.
+    #[serde(default)]
+    pub follow_symlinks: bool,
+    /// Directory mounts: serve dot-files (`.well-known/...`, `.env`).
+    #[serde(default)]
+    pub hidden: bool,
 }
 
 impl Config {
@@ -206,6 +266,18 @@ impl Config {
         }
         if s.max_headers == 0 || s.max_headers > MAX_HEADERS_LIMIT {
             return Err(Error::config("server.max_headers", format!("must be between 1 and {MAX_HEADERS_LIMIT}")));
+        }
+        let st = &self.static_files;
+        if st.cache_entries == 0 {
+            return Err(Error::config("static.cache_entries", "must be at least 1"));
+        }
+        if st.cache_max_file > st.cache_size {
+            return Err(Error::config("static.cache_max_file", "must not exceed static.cache_size"));
+        }
+        for prefix in self.max_age.keys() {
+            if !prefix.starts_with('/') {
+                return Err(Error::config(&format!("max_age.{prefix:?}"), "a prefix must start with '/'"));
+            }
         }
         for (i, m) in self.mounts.iter().enumerate() {
             if !m.path.starts_with('/') {
@@ -338,7 +410,7 @@ mod tests {
         assert_eq!(c.name, "mysite");
         assert_eq!(c.server.io, IoMode::Epoll);
         assert_eq!(c.server.max_upload_size.bytes(), 1 << 20);
-        assert_eq!(c.mounts, vec![MountConfig { path: "/".into(), target: "./public".into() }]);
+        assert_eq!(c.mounts, vec![MountConfig { path: "/".into(), target: "./public".into(), ..Default::default() }]);
     }
 
     #[test]
@@ -390,7 +462,7 @@ mod tests {
         c.server.keep_alive = 0;
         assert!(c.validate().unwrap_err().to_string().starts_with("server.keep_alive:"));
         let mut c = Config::default();
-        c.mounts.push(MountConfig { path: "x".into(), target: "y".into() });
+        c.mounts.push(MountConfig { path: "x".into(), target: "y".into(), ..Default::default() });
         assert!(c.validate().unwrap_err().to_string().starts_with("mount[0].path:"));
     }
 }

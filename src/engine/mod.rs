@@ -11,10 +11,12 @@ use clap::Parser;
 
 pub use server::{Server, ShutdownHandle};
 
+use crate::apps::StaticDir;
+use crate::apps::static_files::{MaxAge, StaticMount};
 use crate::cli::{Cli, Command};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::mount::HandlerFactory;
+use crate::mount::{HandlerFactory, MountSpec};
 
 /// The name of the configuration file read from the working directory when `-c` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "skitai.toml";
@@ -24,6 +26,8 @@ pub const DEFAULT_CONFIG_FILE: &str = "skitai.toml";
 pub enum MountTarget {
     /// A handler built per shard.
     Handler(Arc<dyn HandlerFactory>),
+    /// A directory of static files.
+    Static(StaticDir),
     /// A directory, an `@alias`, or the name of a registered handler, resolved at start-up.
     Named(String),
 }
@@ -32,6 +36,7 @@ impl std::fmt::Debug for MountTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MountTarget::Handler(_) => f.write_str("MountTarget::Handler"),
+            MountTarget::Static(d) => write!(f, "MountTarget::Static({:?})", d.path()),
             MountTarget::Named(n) => write!(f, "MountTarget::Named({n:?})"),
         }
     }
@@ -46,6 +51,12 @@ pub trait IntoMountTarget {
 impl<F: HandlerFactory> IntoMountTarget for F {
     fn into_mount_target(self) -> MountTarget {
         MountTarget::Handler(Arc::new(self))
+    }
+}
+
+impl IntoMountTarget for StaticDir {
+    fn into_mount_target(self) -> MountTarget {
+        MountTarget::Static(self)
     }
 }
 
@@ -116,6 +127,14 @@ impl Engine {
     /// Sets the instance name.
     pub fn name(self, name: &str) -> Engine {
         self.configure(|c| c.name = name.to_owned())
+    }
+
+    /// Sends `Cache-Control: max-age=<seconds>` (and `Expires`) with static
+    /// files whose URL starts with `prefix`; the longest matching prefix wins.
+    pub fn set_max_age(self, prefix: &str, seconds: u64) -> Engine {
+        self.configure(|c| {
+            c.max_age.insert(prefix.to_owned(), seconds);
+        })
     }
 
     /// Sets the TCP port.
@@ -190,46 +209,61 @@ impl Engine {
         Server::start(&config, mounts, devel)
     }
 
-    /// Every mount as a (prefix, handler factory) pair; names and targets are checked here.
-    fn resolve_mounts(&self, config: &Config) -> Result<Vec<(String, Arc<dyn HandlerFactory>)>> {
-        let mut resolved: Vec<(String, Arc<dyn HandlerFactory>)> = Vec::new();
+    /// Every mount as a (prefix, what answers) pair; names, directories and
+    /// duplicates are checked here, and static directories are opened.
+    fn resolve_mounts(&self, config: &Config) -> Result<Vec<(String, MountSpec)>> {
+        let max_age = Arc::new(MaxAge::new(config.max_age.iter().map(|(p, s)| (p.clone(), *s))));
+        let mut resolved: Vec<(String, MountSpec)> = Vec::new();
         let from_code = self.mounts.iter().map(|(p, t)| (format!("mount {p:?}"), p.clone(), t.clone()));
-        let from_config = config
-            .mounts
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (format!("mount[{i}].target"), m.path.clone(), MountTarget::Named(m.target.clone())));
+        let from_config = config.mounts.iter().enumerate().map(|(i, m)| {
+            let target = match self.named.get(&m.target) {
+                Some(_) => MountTarget::Named(m.target.clone()),
+                None if m.target.starts_with('@') => MountTarget::Named(m.target.clone()),
+                None => MountTarget::Static(
+                    StaticDir::new(&m.target).listing(m.listing).follow_symlinks(m.follow_symlinks).hidden(m.hidden),
+                ),
+            };
+            (format!("mount[{i}].target"), m.path.clone(), target)
+        });
         for (key, path, target) in from_code.chain(from_config) {
             if !path.starts_with('/') {
                 return Err(Error::config(&key, format!("mount point {path:?} must start with '/'")));
             }
-            if resolved.iter().any(|(p, _)| *p == path) {
-                return Err(Error::config(&key, format!("{path:?} is mounted twice")));
-            }
-            let factory = match target {
-                MountTarget::Handler(f) => f,
+            let spec = match target {
+                MountTarget::Handler(f) => MountSpec::Handler(f),
+                MountTarget::Static(dir) => open_static(&key, &dir, config, &max_age)?,
                 MountTarget::Named(name) => match self.named.get(&name) {
-                    Some(f) => f.clone(),
+                    Some(f) => MountSpec::Handler(f.clone()),
                     None if name.starts_with('@') => {
                         return Err(Error::config(
                             &key,
                             format!("alias {name:?} is not defined (aliases and proxying are not available yet)"),
                         ));
                     }
-                    None => {
-                        return Err(Error::config(
-                            &key,
-                            format!(
-                                "{name:?} is not a registered handler (directory mounts arrive with static file serving)"
-                            ),
-                        ));
-                    }
+                    None => open_static(&key, &StaticDir::new(&name), config, &max_age)?,
                 },
             };
-            resolved.push((path, factory));
+            let is_static = matches!(spec, MountSpec::Static(_));
+            if resolved.iter().any(|(p, s)| *p == path && matches!(s, MountSpec::Static(_)) == is_static) {
+                let what = if is_static { "a directory" } else { "a handler" };
+                return Err(Error::config(&key, format!("{path:?} already has {what} mounted")));
+            }
+            resolved.push((path, spec));
         }
         Ok(resolved)
     }
+}
+
+/// Opens a static directory for mounting; the error names the mount's key.
+fn open_static(key: &str, dir: &StaticDir, config: &Config, max_age: &Arc<MaxAge>) -> Result<MountSpec> {
+    let mount = StaticMount::open(dir, &config.static_files, max_age.clone()).map_err(|e| {
+        Error::config(
+            key,
+            format!("{:?} is not a registered handler or a usable directory: {e}", dir.path().display().to_string()),
+        )
+    })?;
+    tracing::debug!(root = %mount.root_path().display(), "static mount");
+    Ok(MountSpec::Static(Arc::new(mount)))
 }
 
 /// Logs panics as one error line (handler panics become 500s and are

@@ -10,7 +10,7 @@ use monoio::blocking::DefaultThreadPool;
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::mount::{HandlerFactory, ShardInfo};
+use crate::mount::{MountSpec, ShardInfo};
 use crate::net::bind_shard_listeners;
 use crate::shard::{self, Control, ShardHandle, ShardPlan};
 
@@ -62,11 +62,7 @@ impl ShutdownHandle {
 
 impl Server {
     /// Binds the listeners and starts one shard thread per configured shard.
-    pub(crate) fn start(
-        config: &Config,
-        mounts: Vec<(String, Arc<dyn HandlerFactory>)>,
-        devel: bool,
-    ) -> Result<Server> {
+    pub(crate) fn start(config: &Config, mounts: Vec<(String, MountSpec)>, devel: bool) -> Result<Server> {
         let count = config.shard_count();
         let s = &config.server;
         // Every shard gets its own listener on every address; with port 0 the

@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::LocalBoxFuture;
 use futures_util::{Stream, StreamExt};
 
+use super::FileBody;
 use crate::error::{Error, ErrorKind, Result};
 
 /// A source of body chunks read from a connection (an HTTP/1.1 request body,
@@ -31,6 +32,7 @@ enum Kind {
     Full(Bytes),
     Incoming(Box<dyn BodySource>),
     Stream(Pin<Box<dyn Stream<Item = Result<Bytes>>>>),
+    File(FileBody),
 }
 
 impl Body {
@@ -55,6 +57,11 @@ impl Body {
         Body { kind: Kind::Stream(Box::pin(stream.map(|r| r.map(Into::into).map_err(Into::into)))) }
     }
 
+    /// A body sent from an open file (zero-copy on plain TCP connections).
+    pub fn file(file: FileBody) -> Body {
+        if file.is_empty() { Body::empty() } else { Body { kind: Kind::File(file) } }
+    }
+
     pub(crate) fn incoming(source: Box<dyn BodySource>) -> Body {
         Body { kind: Kind::Incoming(source) }
     }
@@ -67,6 +74,7 @@ impl Body {
             Kind::Full(b) => Some(b.len() as u64),
             Kind::Incoming(s) => s.remaining(),
             Kind::Stream(_) => None,
+            Kind::File(f) => Some(f.len()),
         }
     }
 
@@ -84,6 +92,14 @@ impl Body {
         }
     }
 
+    /// Takes the body as a file body if it is one.
+    pub(crate) fn try_into_file(self) -> std::result::Result<FileBody, Body> {
+        match self.kind {
+            Kind::File(f) => Ok(f),
+            kind => Err(Body { kind }),
+        }
+    }
+
     /// The next chunk of the body; `None` once it is finished.
     pub async fn chunk(&mut self) -> Option<Result<Bytes>> {
         match &mut self.kind {
@@ -94,6 +110,7 @@ impl Body {
             },
             Kind::Incoming(source) => source.next_chunk().await,
             Kind::Stream(stream) => stream.next().await,
+            Kind::File(file) => file.next_chunk().await,
         }
     }
 
@@ -136,6 +153,7 @@ impl fmt::Debug for Body {
             Kind::Full(b) => write!(f, "Body::Full({} bytes)", b.len()),
             Kind::Incoming(s) => write!(f, "Body::Incoming(remaining: {:?})", s.remaining()),
             Kind::Stream(_) => f.write_str("Body::Stream"),
+            Kind::File(b) => write!(f, "Body::File({} bytes)", b.len()),
         }
     }
 }

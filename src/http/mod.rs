@@ -3,11 +3,14 @@
 mod body;
 pub mod date;
 mod error_page;
+mod file_body;
 pub(crate) mod header_pool;
 
 pub use body::Body;
 pub(crate) use body::BodySource;
 pub use error_page::error_response;
+pub use file_body::FileBody;
+pub(crate) use file_body::FilePart;
 
 use bytes::Bytes;
 use http::StatusCode;

@@ -6,4 +6,4 @@ mod table;
 
 pub use ctx::Ctx;
 pub use handler::{Handler, HandlerFactory, HandlerFn, PerShard, ShardInfo, Shared, handler_fn, per_shard, shared};
-pub(crate) use table::{Lookup, Mount, MountTable};
+pub(crate) use table::{Lookup, Mount, MountSpec, MountTable, Target};

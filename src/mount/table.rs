@@ -1,60 +1,90 @@
-//! The mount table: longest prefix wins.
+//! The mount table: longest prefix wins; at equal prefixes a static
+//! directory is tried before a handler, and a static miss falls through to
+//! the next mount that matches.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
-use super::Handler;
+use super::{Handler, HandlerFactory};
+use crate::apps::static_files::{StaticFiles, StaticMount};
 
-/// One mounted handler.
+/// A mount as resolved at start-up, shared by every shard.
+#[derive(Clone)]
+pub(crate) enum MountSpec {
+    /// A handler, built once per shard.
+    Handler(Arc<dyn HandlerFactory>),
+    /// A directory of static files.
+    Static(Arc<StaticMount>),
+}
+
+/// What answers at a mount point on one shard.
+pub(crate) enum Target {
+    /// The handler built for this shard.
+    Handler(Rc<dyn Handler>),
+    /// This shard's server (and cache) for a static directory.
+    Static(Rc<StaticFiles>),
+}
+
+/// One mount point on one shard.
 pub(crate) struct Mount {
     /// The prefix as configured, e.g. `/`, `/api`, `/x/`.
     pub(crate) prefix: Rc<str>,
-    /// The handler built for this shard.
-    pub(crate) handler: Rc<dyn Handler>,
+    /// What answers there.
+    pub(crate) target: Target,
 }
 
 /// Result of a lookup.
 pub(crate) enum Lookup<'a> {
-    /// `mount` answers; the handler sees the path from byte `strip` on (keeping its `/`).
-    Found { mount: &'a Mount, strip: usize },
+    /// `mount` answers; it sees the path from byte `strip` on (keeping its
+    /// `/`). If it does not answer, the lookup goes on from `next`.
+    Found { mount: &'a Mount, strip: usize, next: usize },
     /// The path names a mount without its trailing slash; redirect (308) to it.
     AddSlash,
     /// Nothing is mounted there.
     NotFound,
 }
 
-/// The mounts of one shard, ordered longest prefix first.
+/// The mounts of one shard, ordered longest prefix first, static before handler.
 pub(crate) struct MountTable {
     mounts: Vec<Mount>,
 }
 
 impl MountTable {
-    /// Builds the table; later duplicates of a prefix are ignored by the caller's validation.
+    /// Builds the table; the engine has already refused duplicate prefixes of the same kind.
     pub(crate) fn new(mut mounts: Vec<Mount>) -> MountTable {
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
+        mounts.sort_by_key(|m| (std::cmp::Reverse(m.prefix.len()), matches!(m.target, Target::Handler(_))));
         MountTable { mounts }
     }
 
-    /// Finds the mount for `path`.
-    pub(crate) fn lookup(&self, path: &str) -> Lookup<'_> {
-        for mount in &self.mounts {
+    /// Finds the mount for `path`, looking at the mounts from index `from` on
+    /// (0 for a new request; `next` of a static mount that did not answer).
+    pub(crate) fn lookup_from(&self, path: &str, from: usize) -> Lookup<'_> {
+        for (i, mount) in self.mounts.iter().enumerate().skip(from) {
+            let next = i + 1;
             let prefix: &str = &mount.prefix;
             if prefix == "/" {
-                return Lookup::Found { mount, strip: 0 };
+                return Lookup::Found { mount, strip: 0, next };
             }
             if let Some(dir) = prefix.strip_suffix('/') {
                 if path.starts_with(prefix) {
-                    return Lookup::Found { mount, strip: dir.len() };
+                    return Lookup::Found { mount, strip: dir.len(), next };
                 }
                 if path == dir {
                     return Lookup::AddSlash;
                 }
             } else if let Some(rest) = path.strip_prefix(prefix) {
                 if rest.is_empty() || rest.starts_with('/') {
-                    return Lookup::Found { mount, strip: prefix.len() };
+                    return Lookup::Found { mount, strip: prefix.len(), next };
                 }
             }
         }
         Lookup::NotFound
+    }
+
+    /// Finds the mount for `path`.
+    #[cfg(test)]
+    pub(crate) fn lookup(&self, path: &str) -> Lookup<'_> {
+        self.lookup_from(path, 0)
     }
 }
 
@@ -73,12 +103,14 @@ mod tests {
     }
 
     fn table(prefixes: &[&str]) -> MountTable {
-        MountTable::new(prefixes.iter().map(|p| Mount { prefix: Rc::from(*p), handler: Rc::new(Nop) }).collect())
+        MountTable::new(
+            prefixes.iter().map(|p| Mount { prefix: Rc::from(*p), target: Target::Handler(Rc::new(Nop)) }).collect(),
+        )
     }
 
     fn found(t: &MountTable, path: &str) -> Option<(String, usize)> {
         match t.lookup(path) {
-            Lookup::Found { mount, strip } => Some((mount.prefix.to_string(), strip)),
+            Lookup::Found { mount, strip, .. } => Some((mount.prefix.to_string(), strip)),
             _ => None,
         }
     }

@@ -1,5 +1,7 @@
-//! Sockets: per-shard `SO_REUSEPORT` listeners.
+//! Sockets: per-shard `SO_REUSEPORT` listeners and zero-copy file sending.
 
 mod listener;
+mod sendfile;
 
 pub(crate) use listener::bind_shard_listeners;
+pub(crate) use sendfile::{ZeroCopyWrite, send_file};

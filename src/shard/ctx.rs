@@ -12,9 +12,10 @@ use http::header::{HeaderValue, LOCATION};
 use http::{StatusCode, Uri};
 use slab::Slab;
 
+use crate::apps::static_files::StaticFiles;
 use crate::config::Limits;
 use crate::http::{Request, Response, error_response};
-use crate::mount::{Ctx, Handler, Lookup, MountTable};
+use crate::mount::{Ctx, Handler, Lookup, MountTable, Target};
 
 /// A live connection as the shard sees it: enough to close it when draining.
 struct ConnEntry {
@@ -110,11 +111,24 @@ impl ShardCtx {
     /// Finds who answers `req`: a handler (with its context; the target is
     /// rewritten to the path below the mount point) or the engine itself
     /// (404, a 308 adding a slash, 400). `accept` is for error pages.
-    pub(crate) fn route(&self, req: &mut Request, peer: SocketAddr, accept: Option<&HeaderValue>) -> Route<'_> {
-        let (mount, strip) = match self.mounts.lookup(req.uri().path()) {
-            Lookup::Found { mount, strip } => (mount, strip),
+    ///
+    /// `from` is 0 for a new request, or the `next` of a static mount that
+    /// had nothing to serve (the lookup goes on with the next matching mount).
+    pub(crate) fn route(
+        &self,
+        req: &mut Request,
+        peer: SocketAddr,
+        accept: Option<&HeaderValue>,
+        from: usize,
+    ) -> Route<'_> {
+        let (mount, strip, next) = match self.mounts.lookup_from(req.uri().path(), from) {
+            Lookup::Found { mount, strip, next } => (mount, strip, next),
             Lookup::AddSlash => return Route::Respond(add_slash_redirect(req.uri())),
             Lookup::NotFound => return Route::Respond(error_response(StatusCode::NOT_FOUND, accept, None)),
+        };
+        let handler = match &mount.target {
+            Target::Handler(handler) => handler,
+            Target::Static(files) => return Route::Static { files, strip, next },
         };
         let original_uri = req.uri().clone();
         if strip > 0 {
@@ -131,7 +145,7 @@ impl ShardCtx {
             original_uri,
             devel: self.devel,
         };
-        Route::Handler(&mount.handler, cx)
+        Route::Handler(handler, cx)
     }
 
     /// Calls `handler`; a panic inside it becomes a 500 and the shard keeps serving.
@@ -154,11 +168,19 @@ impl ShardCtx {
         })
     }
 
-    /// [`Self::route`] then [`Self::call`].
+    /// [`Self::route`] then [`Self::call`] or the static files, falling
+    /// through past static mounts that have nothing to serve.
     pub(crate) async fn dispatch(&self, mut req: Request, peer: SocketAddr, accept: Option<&HeaderValue>) -> Response {
-        match self.route(&mut req, peer, accept) {
-            Route::Respond(response) => response,
-            Route::Handler(handler, mut cx) => self.call(handler, req, &mut cx, accept).await,
+        let mut from = 0;
+        loop {
+            match self.route(&mut req, peer, accept, from) {
+                Route::Respond(response) => return response,
+                Route::Handler(handler, mut cx) => return self.call(handler, req, &mut cx, accept).await,
+                Route::Static { files, strip, next } => match Box::pin(files.serve(&req, strip)).await {
+                    Some(response) => return response,
+                    None => from = next,
+                },
+            }
         }
     }
 }
@@ -167,6 +189,9 @@ impl ShardCtx {
 pub(crate) enum Route<'a> {
     /// A mounted handler, and the context it gets.
     Handler(&'a Rc<dyn Handler>, Ctx),
+    /// A static directory; the path below it starts at byte `strip`. If it
+    /// has nothing to serve, routing goes on from mount `next`.
+    Static { files: &'a Rc<StaticFiles>, strip: usize, next: usize },
     /// The engine answers at once.
     Respond(Response),
 }

@@ -20,8 +20,9 @@ use monoio::net::TcpListener;
 
 pub(crate) use ctx::{Route, ShardCtx};
 
+use crate::apps::static_files::StaticFiles;
 use crate::config::{IoMode, Limits};
-use crate::mount::{HandlerFactory, Mount, MountTable, ShardInfo};
+use crate::mount::{Mount, MountSpec, MountTable, ShardInfo, Target};
 
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin the shard.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -41,7 +42,7 @@ pub(crate) struct ShardPlan {
     pub(crate) limits: Limits,
     pub(crate) devel: bool,
     pub(crate) listeners: Vec<StdTcpListener>,
-    pub(crate) mounts: Arc<Vec<(String, Arc<dyn HandlerFactory>)>>,
+    pub(crate) mounts: Arc<Vec<(String, MountSpec)>>,
     pub(crate) pool: DefaultThreadPool,
 }
 
@@ -77,7 +78,13 @@ fn run_shard(plan: ShardPlan, control: UnboundedReceiver<Control>) -> Result<(),
         let table = MountTable::new(
             mounts
                 .iter()
-                .map(|(prefix, factory)| Mount { prefix: Rc::from(prefix.as_str()), handler: factory.build(&info) })
+                .map(|(prefix, spec)| Mount {
+                    prefix: Rc::from(prefix.as_str()),
+                    target: match spec {
+                        MountSpec::Handler(factory) => Target::Handler(factory.build(&info)),
+                        MountSpec::Static(dir) => Target::Static(Rc::new(StaticFiles::new(dir.clone()))),
+                    },
+                })
                 .collect(),
         );
         let ctx = Rc::new(ShardCtx::new(info.id, limits, devel, table));

@@ -22,7 +22,8 @@ use super::decode::{Decoded, Decoder};
 use super::encode::{self, LAST_CHUNK, encode_chunk, encode_head, status_has_no_body};
 use super::parse::{Framing, Head, parse_head};
 use crate::error::{Error, ErrorKind, Result};
-use crate::http::{Body, BodySource, Response, error_response, header_pool};
+use crate::http::{Body, BodySource, FileBody, FilePart, Response, error_response, header_pool};
+use crate::net::{ZeroCopyWrite, send_file};
 use crate::proto::Deadline;
 use crate::shard::{Route, ShardCtx};
 
@@ -140,7 +141,7 @@ pub(crate) async fn serve<IO>(io: IO, peer: SocketAddr, shard: Rc<ShardCtx>, con
 where
     IO: Splitable + 'static,
     IO::OwnedRead: AsyncReadRent + 'static,
-    IO::OwnedWrite: AsyncWriteRent + 'static,
+    IO::OwnedWrite: AsyncWriteRent + ZeroCopyWrite + 'static,
 {
     let (read, write) = io.into_split();
     let mut conn = Conn {
@@ -176,7 +177,7 @@ struct Conn<R, W> {
 impl<R, W> Conn<R, W>
 where
     R: AsyncReadRent + 'static,
-    W: AsyncWriteRent + 'static,
+    W: AsyncWriteRent + ZeroCopyWrite + 'static,
 {
     async fn run(&mut self) -> Result<()> {
         let limits = self.shard.limits;
@@ -258,9 +259,17 @@ where
         let http10 = request.version() == Version::HTTP_10;
         let is_head = request.method() == Method::HEAD;
         let shard = self.shard.clone();
-        let response = match shard.route(&mut request, self.peer, accept.as_ref()) {
-            Route::Respond(response) => response,
-            Route::Handler(handler, mut cx) => shard.call(handler, request, &mut cx, accept.as_ref()).await,
+        let mut from = 0;
+        let response = loop {
+            match shard.route(&mut request, self.peer, accept.as_ref(), from) {
+                Route::Respond(response) => break response,
+                Route::Handler(handler, mut cx) => break shard.call(handler, request, &mut cx, accept.as_ref()).await,
+                // Boxed so the file server's state does not enlarge every request's future.
+                Route::Static { files, strip, next } => match Box::pin(files.serve(&request, strip)).await {
+                    Some(response) => break response,
+                    None => from = next,
+                },
+            }
         };
         let keep_alive = keep_alive && !self.must_close(&response);
         self.respond(response, is_head, keep_alive, http10).await
@@ -292,11 +301,22 @@ where
                     None => Ok(()),
                 }
             }
-            Err(body) => {
-                // An HTTP/1.0 client cannot take chunks: the body ends when we close.
-                keep_alive &= !(http10 && body.exact_len().is_none());
-                Box::pin(self.write_stream(parts, body, is_head, keep_alive, http10)).await
-            }
+            Err(body) => match body.try_into_file() {
+                Ok(file) => {
+                    let framing = encode::Framing::Length(file.len());
+                    encode_head(parts.status, &parts.headers, framing, keep_alive, http10, &mut self.out);
+                    if is_head || status_has_no_body(parts.status) {
+                        Ok(())
+                    } else {
+                        Box::pin(self.write_file(file)).await
+                    }
+                }
+                Err(body) => {
+                    // An HTTP/1.0 client cannot take chunks: the body ends when we close.
+                    keep_alive &= !(http10 && body.exact_len().is_none());
+                    Box::pin(self.write_stream(parts, body, is_head, keep_alive, http10)).await
+                }
+            },
         };
         match written {
             Ok(()) if keep_alive => Next::KeepAlive,
@@ -306,6 +326,32 @@ where
                 Next::Close
             }
         }
+    }
+
+    /// Writes a file body after its head: file ranges go out by `sendfile`
+    /// on plain TCP (read through memory otherwise); in-memory pieces join the batch.
+    async fn write_file(&mut self, body: FileBody) -> Result<()> {
+        let timeout = self.shard.limits.request_timeout;
+        for part in body.parts {
+            match part {
+                FilePart::Bytes(bytes) => self.out.put_slice(&bytes),
+                FilePart::Range { offset, len } => {
+                    self.flush().await?;
+                    match self.write.tcp_socket() {
+                        Some(socket) => {
+                            send_file(socket, &body.file, offset, len, &mut self.write_timer, timeout).await?;
+                        }
+                        None => {
+                            let mut rest = FileBody::range(body.file.clone(), offset, len);
+                            while let Some(chunk) = rest.next_chunk().await {
+                                self.write_bytes(chunk?).await?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes a large in-memory body straight from its buffer, after the batch.

@@ -1,0 +1,118 @@
+//! Zero-copy file transmission: `sendfile(2)` from the page cache straight
+//! into a TCP socket.
+//!
+//! The socket must be non-blocking so a slow client never stalls the shard:
+//! on epoll it already is; on io_uring monoio keeps sockets blocking (the ring
+//! does the waiting), so the socket is switched to non-blocking for the
+//! duration of the transfer and back afterwards. No other operation is in
+//! flight on the socket meanwhile: an HTTP/1.1 connection reads the next
+//! request only after the response is written.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use monoio::io::OwnedWriteHalf;
+use monoio::net::TcpStream;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::proto::Deadline;
+
+/// Largest single `sendfile` call; the kernel caps it near 2 GiB anyway.
+const MAX_SENDFILE: u64 = 1 << 30;
+
+/// A connection's write side that can hand out its TCP socket for `sendfile`.
+pub(crate) trait ZeroCopyWrite {
+    /// The socket, when this transport is plain TCP (not TLS).
+    fn tcp_socket(&self) -> Option<&TcpStream>;
+}
+
+impl ZeroCopyWrite for OwnedWriteHalf<TcpStream> {
+    fn tcp_socket(&self) -> Option<&TcpStream> {
+        // SAFETY: the stream lives in the `Rc` shared by both halves for as
+        // long as this half does; we only take a shared reference, on the
+        // shard thread, while the read half has no operation in flight (see
+        // the module doc). monoio's own `AsWriteFd` for this type does the same.
+        Some(unsafe { &*self.0.get() })
+    }
+}
+
+/// Sends `len` bytes of `file` from `offset` to `socket`, waiting for the
+/// socket to drain when it is full; each wait is bounded by `timeout`.
+pub(crate) async fn send_file(
+    socket: &TcpStream,
+    file: &File,
+    mut offset: u64,
+    mut len: u64,
+    timer: &mut Deadline,
+    timeout: Duration,
+) -> Result<()> {
+    let sock = socket.as_raw_fd();
+    let restore = NonBlocking::enable(sock)?;
+    let result = async {
+        while len > 0 {
+            let mut off = offset as libc::off_t;
+            let want = len.min(MAX_SENDFILE) as usize;
+            // SAFETY: both fds are open for the duration of the call (we hold
+            // the socket and the file by reference); `off` is a valid pointer.
+            let sent = unsafe { libc::sendfile(sock, file.as_raw_fd(), &mut off, want) };
+            if sent > 0 {
+                offset += sent as u64;
+                len -= sent as u64;
+                continue;
+            }
+            if sent == 0 {
+                return Err(Error::new(ErrorKind::Internal, "file shrank while it was being sent"));
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EAGAIN) => match timer.limit(timeout, socket.writable(false)).await {
+                    Some(ready) => ready?,
+                    None => return Err(Error::new(ErrorKind::Timeout, "write stalled")),
+                },
+                Some(libc::EINTR) => {}
+                _ => return Err(err.into()),
+            }
+        }
+        Ok(())
+    }
+    .await;
+    restore.finish()?;
+    result
+}
+
+/// Puts a socket in non-blocking mode and remembers whether to undo it.
+struct NonBlocking {
+    fd: RawFd,
+    flags: Option<libc::c_int>,
+}
+
+impl NonBlocking {
+    fn enable(fd: RawFd) -> io::Result<NonBlocking> {
+        // SAFETY: fcntl on an fd we hold open; F_GETFL takes no pointer.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if flags & libc::O_NONBLOCK != 0 {
+            return Ok(NonBlocking { fd, flags: None });
+        }
+        // SAFETY: as above; F_SETFL takes an int of flags.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(NonBlocking { fd, flags: Some(flags) })
+    }
+
+    /// Restores the original flags (the socket goes back to the io_uring way).
+    fn finish(self) -> io::Result<()> {
+        if let Some(flags) = self.flags {
+            // SAFETY: as in `enable`.
+            if unsafe { libc::fcntl(self.fd, libc::F_SETFL, flags) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
