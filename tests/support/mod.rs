@@ -79,9 +79,14 @@ pub fn skitai_bin() -> PathBuf {
 
 /// The `hello` example, from the same target directory and profile as `skitai`.
 pub fn hello_bin() -> PathBuf {
-    let path = skitai_bin().parent().expect("binary has a parent directory").join("examples").join("hello");
+    example_bin("hello")
+}
+
+/// An example program, from the same target directory and profile as `skitai`.
+pub fn example_bin(name: &str) -> PathBuf {
+    let path = skitai_bin().parent().expect("binary has a parent directory").join("examples").join(name);
     if !path.exists() {
-        let fallback = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/examples/hello");
+        let fallback = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/examples").join(name);
         if fallback.exists() {
             return fallback;
         }
