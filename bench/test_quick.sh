@@ -25,7 +25,8 @@ def check(ok, what):
         failed += 1
         print(f"FAIL: {what}")
 
-SERVERS = ["skitai-uring", "skitai-epoll", "nginx", "hyper", "may-minihttp", "python-skitai"]
+SERVERS = ["skitai-uring", "skitai-epoll", "nginx", "hyper", "may-minihttp",
+           "monoio-raw-uring", "monoio-raw-epoll", "python-skitai"]
 section = text.split("## plaintext", 1)
 check(len(section) == 2, "a '## plaintext' section is printed")
 body = section[1] if len(section) == 2 else ""

@@ -36,6 +36,9 @@ PY_SKITAI_VENV = Path("/tmp/skitai-bench-pyvenv")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"  # every server binds here and every client targets it
 HELLO_BODY = b"Hello, World!"
+# Static-file fixtures (route "static"): URL path -> size. Fixed pseudo-random bytes,
+# written once per run into Ctx.fixtures, the one directory every server serves.
+STATIC_FILES = {"/4k.bin": 4096, "/1m.bin": 1 << 20}
 NOFILE = 65536
 NOISY_PCT = 15.0  # other processes' CPU use (% of one CPU) during a run that earns a note
 
@@ -79,6 +82,8 @@ class Ctx:
         self.tmp = Path(tempfile.mkdtemp(prefix="skitai-bench-"))
         self.notes: list[str] = []  # global notes (setup, builds)
         self.server_skips: dict[str, str] = {}  # server name -> reason (setup-level)
+        self.skitai_missing: dict[str, str] = {}  # skitai binary ("hello", "skitai") -> reason
+        self.fixtures = self.tmp / "fixtures"  # static files served by every server (route "static")
         self.pinned = (os.cpu_count() or 1) >= 2
         self.date = datetime.date.today().isoformat()
         self.started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
@@ -101,6 +106,28 @@ def raise_nofile() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError):
             pass
+
+
+def fixture_bytes(path: str) -> bytes:
+    """The fixed pseudo-random content of a STATIC_FILES entry (the same in every run)."""
+    import random
+    return random.Random(f"skitai-bench{path}").randbytes(STATIC_FILES[path])
+
+
+def ensure_fixtures(ctx: Ctx) -> Path:
+    """Writes the STATIC_FILES into ctx.fixtures (once per run) and returns that directory.
+    The run's temp dir is made traversable (0711) so that nginx's worker, which runs as
+    `nobody` when the master is root, can read the files."""
+    d = ctx.fixtures
+    if not d.is_dir():
+        d.mkdir(parents=True)
+        for path in STATIC_FILES:
+            f = d / path.lstrip("/")
+            f.write_bytes(fixture_bytes(path))
+            f.chmod(0o644)
+        d.chmod(0o755)
+        ctx.tmp.chmod(0o711)
+    return d
 
 
 def _cmd_out(argv: list[str], cwd: Path | None = None) -> str:
@@ -198,19 +225,41 @@ def skitai_hello_bin() -> Path:
     return main_target_dir() / "release" / "examples" / "hello"
 
 
-def build_skitai(ctx: Ctx) -> None:
-    bin_ = skitai_hello_bin()
-    has_src = (REPO / "examples" / "hello.rs").exists() or (REPO / "examples" / "hello" / "main.rs").exists()
-    if ctx.build and has_src:
-        ok = cargo_build(ctx, ["--example", "hello"], REPO, "skitai")
-        if not ok and bin_.exists():
-            ctx.note("skitai: `cargo build --release --example hello` failed; "
-                     f"using the existing, possibly stale {bin_.relative_to(REPO) if bin_.is_relative_to(REPO) else bin_}")
-    if not bin_.exists():
-        reason = ("the skitai hello example does not exist yet (examples/hello.rs)" if not has_src
-                  else "the skitai hello example does not build yet")
-        for s in ("skitai-uring", "skitai-epoll"):
-            ctx.server_skips[s] = reason
+def skitai_main_bin() -> Path:
+    """The `skitai` binary itself (static files: `--mount /=DIR`)."""
+    return main_target_dir() / "release" / "skitai"
+
+
+def _rel(p: Path) -> Path:
+    return p.relative_to(REPO) if p.is_relative_to(REPO) else p
+
+
+def build_skitai(ctx: Ctx, routes: set[str] | None = None) -> None:
+    """Builds what the selected routes need: the hello example (route "hello") and the
+    skitai binary (route "static"). What is missing ends up in ctx.skitai_missing, and
+    SkitaiServer.argv() turns that into a Skip for the workloads that need it."""
+    routes = routes if routes is not None else {"hello", "static"}
+    if routes - {"static"}:
+        bin_ = skitai_hello_bin()
+        has_src = (REPO / "examples" / "hello.rs").exists() or (REPO / "examples" / "hello" / "main.rs").exists()
+        if ctx.build and has_src:
+            ok = cargo_build(ctx, ["--example", "hello"], REPO, "skitai-hello")
+            if not ok and bin_.exists():
+                ctx.note("skitai: `cargo build --release --example hello` failed; "
+                         f"using the existing, possibly stale {_rel(bin_)}")
+        if not bin_.exists():
+            ctx.skitai_missing["hello"] = (
+                "the skitai hello example does not exist yet (examples/hello.rs)" if not has_src
+                else "the skitai hello example does not build yet")
+    if "static" in routes:
+        bin_ = skitai_main_bin()
+        if ctx.build:
+            ok = cargo_build(ctx, ["--bin", "skitai"], REPO, "skitai-bin")
+            if not ok and bin_.exists():
+                ctx.note("skitai: `cargo build --release --bin skitai` failed; "
+                         f"using the existing, possibly stale {_rel(bin_)}")
+        if not bin_.exists():
+            ctx.skitai_missing["skitai"] = "the skitai binary does not build"
 
 
 # Bench servers built from bench/peers, and their binaries.
@@ -376,6 +425,10 @@ class Server:
     def env(self, ctx: Ctx, workdir: Path) -> dict[str, str]:
         return dict(os.environ)
 
+    def describe(self, route: str) -> str:
+        """What this server is for a route (results files); `desc` is the general one."""
+        return self.desc
+
     def config_text(self, run: "Running") -> str | None:
         """A generated config file worth showing in the results (e.g. nginx.conf)."""
         return None
@@ -384,9 +437,9 @@ class Server:
 _ADDR_FLAG: dict[str, bool] = {}
 
 
-def _skitai_has_address_flag() -> bool:
+def _skitai_has_address_flag(bin_: Path | None = None) -> bool:
     """Whether the hello example takes --address (then it is bound to 127.0.0.1)."""
-    b = str(skitai_hello_bin())
+    b = str(bin_ or skitai_hello_bin())
     if b not in _ADDR_FLAG:
         _ADDR_FLAG[b] = "--address" in _cmd_out([b, "--help"])
     return _ADDR_FLAG[b]
@@ -398,11 +451,23 @@ class SkitaiServer(Server):
     def __init__(self, io: str):
         self.io = io
         self.name = f"skitai-{io}"
-        self.desc = f"skitai `examples/hello`, 1 shard, `--io {io}`"
+        self.desc = f"skitai, 1 shard, `--io {io}` (hello: `examples/hello`; static: the `skitai` binary)"
+
+    def describe(self, route):
+        if route == "static":
+            return f"the `skitai` binary, 1 shard, `--io {self.io}`, `--mount /=$FIXTURES`"
+        return f"skitai `examples/hello`, 1 shard, `--io {self.io}`"
 
     def argv(self, ctx, port, route, workdir):
+        if route == "static":
+            if "skitai" in ctx.skitai_missing:
+                raise Skip(ctx.skitai_missing["skitai"])
+            return [str(skitai_main_bin()), "--address", HOST, "--port", str(port), "--shards", "1",
+                    "--io", self.io, "--silent", "--mount", f"/={ensure_fixtures(ctx)}"]
         if route != "hello":
             raise Skip(f"skitai has no `{route}` example yet")
+        if "hello" in ctx.skitai_missing:
+            raise Skip(ctx.skitai_missing["hello"])
         argv = [str(skitai_hello_bin()), "--port", str(port), "--shards", "1",
                 "--io", self.io, "--silent"]
         if _skitai_has_address_flag():
@@ -412,7 +477,7 @@ class SkitaiServer(Server):
 
 class NginxServer(Server):
     name = "nginx"
-    desc = "nginx (Debian), 1 worker, `return 200`, reuseport, access_log off"
+    desc = "nginx (Debian), 1 worker, reuseport, access_log off (hello: `return 200`; static: `root $FIXTURES`)"
 
     CONF = """worker_processes 1;
 daemon off;
@@ -443,14 +508,59 @@ http {{
 }}
 """
 
+    # Route "static": the same, serving $FIXTURES the way a tuned nginx serves files.
+    CONF_STATIC = """worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+worker_rlimit_nofile {nofile};
+events {{
+    worker_connections 30000;
+    use epoll;
+}}
+http {{
+    access_log off;
+    server_tokens off;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    open_file_cache max=1000 inactive=60s;
+    open_file_cache_valid 1s;
+    etag on;
+    server {{
+        listen {host}:{port} reuseport backlog=4096;
+        location / {{
+            root {root};
+        }}
+    }}
+}}
+"""
+
+    def describe(self, route):
+        if route == "static":
+            return ("nginx (Debian), 1 worker, reuseport, access_log off, sendfile + tcp_nopush, "
+                    "open_file_cache, `root $FIXTURES`")
+        return "nginx (Debian), 1 worker, `return 200`, reuseport, access_log off"
+
     def argv(self, ctx, port, route, workdir):
         nginx = which("nginx")
         if not nginx:
             raise Skip("nginx is not installed")
-        if route != "hello":
-            raise Skip(f"no nginx config for route `{route}`")
         conf = workdir / "nginx.conf"
-        conf.write_text(self.CONF.format(d=workdir, host=HOST, port=port, nofile=NOFILE))
+        if route == "static":
+            conf.write_text(self.CONF_STATIC.format(d=workdir, host=HOST, port=port, nofile=NOFILE,
+                                                    root=ensure_fixtures(ctx)))
+        elif route == "hello":
+            conf.write_text(self.CONF.format(d=workdir, host=HOST, port=port, nofile=NOFILE))
+        else:
+            raise Skip(f"no nginx config for route `{route}`")
         return [nginx, "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)]
 
     def config_text(self, run):
@@ -458,7 +568,8 @@ http {{
             text = (run.workdir / "nginx.conf").read_text()
         except OSError:
             return None
-        return text.replace(str(run.workdir), "$WORKDIR").replace(f":{run.port} ", ":PORT ")
+        return (text.replace(str(run.fixtures), "$FIXTURES").replace(str(run.workdir), "$WORKDIR")
+                .replace(f":{run.port} ", ":PORT "))
 
 
 class PeerBinServer(Server):
@@ -502,9 +613,11 @@ SERVERS: dict[str, Server] = {s.name: s for s in [
 ]}
 
 
-def display_argv(argv: list[str], port: int, workdir: Path) -> str:
-    """A command line as it goes into results: repo-relative paths, PORT, $WORKDIR."""
+def display_argv(argv: list[str], port: int, workdir: Path, fixtures: Path | None = None) -> str:
+    """A command line as it goes into results: repo-relative paths, PORT, $WORKDIR, $FIXTURES."""
     text = " ".join(argv)
+    if fixtures is not None:
+        text = text.replace(str(fixtures), "$FIXTURES")
     text = text.replace(str(workdir), "$WORKDIR").replace(str(REPO) + "/", "")
     return text.replace(f"--port {port}", "--port PORT").replace(f":{port}", ":PORT")
 
@@ -513,13 +626,13 @@ class Running:
     """A started server: process, port, log."""
 
     def __init__(self, server: Server, proc: subprocess.Popen, port: int, argv: list[str], logf: Path,
-                 workdir: Path):
+                 workdir: Path, fixtures: Path | None = None):
         self.server, self.proc, self.port, self.argv, self.logf = server, proc, port, argv, logf
-        self.workdir = workdir
+        self.workdir, self.fixtures = workdir, fixtures
 
     @property
     def shown_argv(self) -> str:
-        return display_argv(self.argv, self.port, self.workdir)
+        return display_argv(self.argv, self.port, self.workdir, self.fixtures)
 
     @property
     def pid(self) -> int:
@@ -533,7 +646,10 @@ class Running:
         return " | ".join(l.strip() for l in lines)
 
 
-def start_server(ctx: Ctx, server: Server, route: str = "hello", check_body: bytes | None = HELLO_BODY) -> Running:
+def start_server(ctx: Ctx, server: Server, route: str = "hello", check_body: bytes | None = HELLO_BODY,
+                 path: str = "/", exact: bool = False) -> Running:
+    """Starts `server` for `route` and waits until GET `path` answers 200 with a body that
+    contains `check_body` (or equals it with `exact`; None: any body)."""
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix=f"{server.name}-", dir=ctx.tmp))
     argv = ctx.pin(SERVER_CPU, server.argv(ctx, port, route, workdir))
@@ -542,7 +658,7 @@ def start_server(ctx: Ctx, server: Server, route: str = "hello", check_body: byt
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT,
                                 cwd=workdir, env=server.env(ctx, workdir), start_new_session=True)
     _LIVE[proc.pid] = proc
-    run = Running(server, proc, port, argv, logf, workdir)
+    run = Running(server, proc, port, argv, logf, workdir, ctx.fixtures)
     deadline = time.monotonic() + server.ready_timeout
     last = "no answer"
     while time.monotonic() < deadline:
@@ -550,10 +666,12 @@ def start_server(ctx: Ctx, server: Server, route: str = "hello", check_body: byt
             stop_server(run)
             raise RunError(f"{server.name} exited with {proc.returncode} at start: {run.log_tail()}")
         try:
-            status, body = http_get(port, "/", timeout=1.0)
-            if status == 200 and (check_body is None or check_body in body):
+            status, body = http_get(port, path, timeout=1.0)
+            if status == 200 and (check_body is None or (body == check_body if exact else check_body in body)):
                 return run
-            last = f"GET / answered {status} {body[:60]!r}"
+            last = (f"GET {path} answered {status} {body[:60]!r}" if len(body) < 200 or not exact
+                    else f"GET {path} answered {status} with {len(body)} bytes, not the expected "
+                         f"{len(check_body)} of the fixture")
         except (OSError, ValueError, IndexError) as e:
             last = f"{type(e).__name__}: {e}"
         time.sleep(0.05)
@@ -715,6 +833,10 @@ class Workload:
     def prepare(self, ctx: Ctx) -> None:
         pass
 
+    def ready_probe(self, ctx: Ctx) -> dict:
+        """start_server() keywords saying when a started server is ready: GET / → hello."""
+        return {"check_body": HELLO_BODY, "path": "/", "exact": False}
+
     def run_once(self, ctx: Ctx, run: Running, first_round: bool) -> dict:
         raise NotImplementedError
 
@@ -759,6 +881,7 @@ class WrkWorkload(Workload):
         self._last_wrk = r["argv"]
         return {
             "requests": r["requests"],
+            "bytes_read": r["bytes"],
             "rps": r["requests"] / secs,
             "p50": r["p50"], "p99": r["p99"], "max": r["max"],
             "cpu_us_per_req": cpu_s * 1e6 / reqs,
@@ -776,6 +899,51 @@ class WrkWorkload(Workload):
         return [" ".join(argv).replace(f"{HOST}:0", f"{HOST}:PORT") + (
                     "  (the Lua script is in bench/workloads/" + self.name + ".py)" if self.lua else ""),
                 f"warm-up: the same for {ctx.warmup} s before each measured run"]
+
+
+def fmt_mibps(v: float) -> str:
+    return f"{v:.0f}"
+
+
+class StaticWorkload(WrkWorkload):
+    """GET of one fixture file (STATIC_FILES) on route "static", keep-alive, wrk -t1.
+
+    The fixtures are written once per run into Ctx.fixtures, which every server serves.
+    Ready means GET `path` returns exactly the fixture. A run whose wrk read fewer bytes
+    than requests × file size (a server answering something else) fails. With
+    `throughput`, a "MiB/s" column (req/s × file size, bodies only) follows req/s."""
+
+    def __init__(self, name: str, description: str, connections: int, servers: list[str], path: str,
+                 throughput: bool = False):
+        super().__init__(name=name, description=description, connections=connections, servers=servers,
+                         route="static", path=path)
+        self.size = STATIC_FILES[path]
+        if throughput:
+            self.columns.insert(2, Column("mibps", "MiB/s (median)", fmt_mibps))
+            self.summary_columns = [("mibps", "MiB/s", fmt_mibps), ("cpu_us_per_req", "µs/req", fmt_2)]
+
+    def prepare(self, ctx):
+        ensure_fixtures(ctx)
+
+    def ready_probe(self, ctx):
+        return {"check_body": fixture_bytes(self.path), "path": self.path, "exact": True}
+
+    def run_once(self, ctx, run, first_round):
+        r = super().run_once(ctx, run, first_round)
+        reqs = max(r["requests"], 1)
+        r["bytes_per_resp"] = r["bytes_read"] / reqs
+        if r["requests"] and r["bytes_per_resp"] < self.size:
+            raise RunError(f"wrk read {r['bytes_per_resp']:.0f} B per response, less than the "
+                           f"{self.size} B of {self.path}")
+        r["mibps"] = r["rps"] * self.size / (1 << 20)
+        return r
+
+    def commands(self, ctx):
+        # (results files put each of these lines in backticks: no backticks inside)
+        files = ", ".join(f"{p[1:]} ({n} B)" for p, n in STATIC_FILES.items())
+        return super().commands(ctx) + [
+            f"$FIXTURES: a directory written once per run with {files} of fixed pseudo-random bytes "
+            '(random.Random("skitai-bench/<name>").randbytes(size)), served by every server']
 
 
 # --------------------------------------------------------------------------
@@ -827,7 +995,7 @@ def run_workload(ctx: Ctx, wl: Workload) -> WorkloadResult:
             run = None
             try:
                 wait_for_quiet(ctx)
-                run = start_server(ctx, srv, wl.route)
+                run = start_server(ctx, srv, wl.route, **wl.ready_probe(ctx))
                 res.argv[srv.name] = run.shown_argv
                 extra = srv.config_text(run)
                 if extra:
@@ -949,9 +1117,11 @@ def server_block(res: WorkloadResult) -> str:
     out = []
     for n in res.workload.servers:
         if n in res.argv:
-            out.append(f"- {n} ({SERVERS[n].desc}): `{res.argv[n]}`")
+            out.append(f"- {n} ({SERVERS[n].describe(res.workload.route)}): `{res.argv[n]}`")
     for n, text in res.configs.items():
-        out += ["", f"{n} config (`$WORKDIR` is a fresh temp dir per run):", "", "```nginx" if n == "nginx" else "```",
+        where = "`$WORKDIR` is a fresh temp dir per run" + (
+            ", `$FIXTURES` the run's fixture directory" if "$FIXTURES" in text else "")
+        out += ["", f"{n} config ({where}):", "", "```nginx" if n == "nginx" else "```",
                 text.rstrip(), "```", ""]
     return "\n".join(out)
 
