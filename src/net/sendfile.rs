@@ -82,6 +82,40 @@ pub(crate) async fn send_file(
     result
 }
 
+/// Holds back partial TCP segments (`TCP_CORK`) while a response head and
+/// its file body are written, so they leave in full-sized segments (nginx's
+/// `tcp_nopush`); uncorking on drop pushes out whatever is left.
+pub(crate) struct Cork {
+    fd: RawFd,
+}
+
+impl Cork {
+    /// Corks `socket`; `None` if the socket refused (the response still goes out, less packed).
+    pub(crate) fn new(socket: &TcpStream) -> Option<Cork> {
+        let fd = socket.as_raw_fd();
+        set_cork(fd, 1).then_some(Cork { fd })
+    }
+}
+
+impl Drop for Cork {
+    fn drop(&mut self) {
+        set_cork(self.fd, 0);
+    }
+}
+
+fn set_cork(fd: RawFd, on: libc::c_int) -> bool {
+    // SAFETY: setsockopt on an open socket with a pointer to a live c_int and its exact size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
 /// Puts a socket in non-blocking mode and remembers whether to undo it.
 struct NonBlocking {
     fd: RawFd,

@@ -23,7 +23,7 @@ use super::encode::{self, LAST_CHUNK, encode_chunk, encode_head, status_has_no_b
 use super::parse::{Framing, Head, parse_head};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{Body, BodySource, FileBody, FilePart, Response, error_response, header_pool};
-use crate::net::{ZeroCopyWrite, send_file};
+use crate::net::{Cork, ZeroCopyWrite, send_file};
 use crate::proto::Deadline;
 use crate::shard::{Route, ShardCtx};
 
@@ -332,6 +332,8 @@ where
     /// on plain TCP (read through memory otherwise); in-memory pieces join the batch.
     async fn write_file(&mut self, body: FileBody) -> Result<()> {
         let timeout = self.shard.limits.request_timeout;
+        // The head (still in the batch buffer) and the file leave in full segments.
+        let _cork = self.write.tcp_socket().and_then(Cork::new);
         for part in body.parts {
             match part {
                 FilePart::Bytes(bytes) => self.out.put_slice(&bytes),
