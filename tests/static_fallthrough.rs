@@ -39,10 +39,19 @@ both_drivers! {
         let res = conn.read_response();
         assert_eq!(res.body_str(), "fallback handler: no file at /../etc/passwd\n");
 
-        // The longer prefix (/api/time) is a handler and wins over the file under /.
-        conn.send(get("/api/time"));
+        // The longer prefix (/api/time) is a handler and wins over the file under /,
+        // also when a letter of it is percent-encoded (`%61` is `a`).
+        for path in ["/api/time", "/%61pi/time", "/api/%74ime"] {
+            conn.send(get(path));
+            let res = conn.read_response();
+            assert_eq!(res.status, 200, "{path}");
+            assert!(res.body_str().starts_with("{\"unix\": "), "{path}: {}", res.body_str());
+        }
+
+        // Only GET and HEAD read the directory; a POST to it reaches the handler.
+        conn.send(post("/", b"data"));
         let res = conn.read_response();
         assert_eq!(res.status, 200);
-        assert!(res.body_str().starts_with("{\"unix\": "), "{}", res.body_str());
+        assert_eq!(res.body_str(), "fallback handler: no file at /\n");
     }
 }

@@ -1531,3 +1531,38 @@ fn unknown_mount_key_is_a_config_error() {
         assert_config_error(skitai(Io::Epoll).config(&toml), &[key]);
     }
 }
+
+both_drivers! {
+    /// A FIFO (or socket) in the tree is never opened for good and never
+    /// served: many requests for it all get a prompt 404 (an `open` that
+    /// waited for a writer would tie up the blocking pool and hang them).
+    fn fifo_is_not_served_and_does_not_wedge(io) {
+        let site = site();
+        let fifo = std::ffi::CString::new(site.path("pipe").to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path that lives through the call.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let server = skitai(io).arg("--mount").arg(site.mount_flag("/")).start();
+        let mut c = Client::new(&server);
+        for _ in 0..8 {
+            assert_eq!(c.get("/pipe").status, 404);
+        }
+        let r = c.get("/hello.txt");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body_str(), HELLO);
+    }
+}
+
+both_drivers! {
+    /// A file named like a URL scheme cannot become a `javascript:` link in a listing.
+    fn listing_names_cannot_become_schemes(io) {
+        let site = Site::empty();
+        site.file("javascript:alert(document.cookie)", "x");
+        let toml = format!("[[mount]]\npath = \"/\"\ntarget = {}\nlisting = true\n", site.root_toml());
+        let server = skitai(io).config(&toml).start();
+        let r = fetch(&server, "GET", "/", &[]);
+        assert_eq!(r.status, 200);
+        let html = r.body_str();
+        assert!(html.contains("href=\"javascript%3Aalert(document.cookie)\""), "{html}");
+        assert!(!html.contains("href=\"javascript:"), "{html}");
+    }
+}

@@ -81,6 +81,9 @@ pub const DEFAULT_STATIC_CACHE_SIZE: u64 = 32 << 20;
 /// Default size up to which a file's contents are kept in memory (larger files go by `sendfile`).
 pub const DEFAULT_STATIC_CACHE_MAX_FILE: u64 = 256 << 10;
 
+/// Longest `max_age` accepted: ten years.
+pub const MAX_MAX_AGE_SECS: u64 = 10 * 365 * 24 * 3600;
+
 /// The `[static]` section.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -274,9 +277,12 @@ impl Config {
         if st.cache_max_file > st.cache_size {
             return Err(Error::config("static.cache_max_file", "must not exceed static.cache_size"));
         }
-        for prefix in self.max_age.keys() {
+        for (prefix, secs) in &self.max_age {
             if !prefix.starts_with('/') {
                 return Err(Error::config(&format!("max_age.{prefix:?}"), "a prefix must start with '/'"));
+            }
+            if *secs > MAX_MAX_AGE_SECS {
+                return Err(Error::config(&format!("max_age.{prefix:?}"), "at most 10 years (315360000 seconds)"));
             }
         }
         for (i, m) in self.mounts.iter().enumerate() {

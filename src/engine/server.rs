@@ -60,9 +60,26 @@ impl ShutdownHandle {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit: every connection
+/// and every file served with `sendfile` holds a descriptor, and the usual
+/// soft limit (1024) is far below what one shard handles.
+fn raise_nofile_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a pointer to a live rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let wanted = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                tracing::debug!("could not raise the open file limit from {}", limit.rlim_cur);
+            }
+        }
+    }
+}
+
 impl Server {
     /// Binds the listeners and starts one shard thread per configured shard.
     pub(crate) fn start(config: &Config, mounts: Vec<(String, MountSpec)>, devel: bool) -> Result<Server> {
+        raise_nofile_limit();
         let count = config.shard_count();
         let s = &config.server;
         // Every shard gets its own listener on every address; with port 0 the

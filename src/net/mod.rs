@@ -4,4 +4,4 @@ mod listener;
 mod sendfile;
 
 pub(crate) use listener::bind_shard_listeners;
-pub(crate) use sendfile::{Cork, ZeroCopyWrite, send_file};
+pub(crate) use sendfile::{Cork, Sent, ZeroCopyWrite, send_file};

@@ -38,6 +38,16 @@ impl ZeroCopyWrite for OwnedWriteHalf<TcpStream> {
     }
 }
 
+/// How a `sendfile` transfer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Every byte went out.
+    All,
+    /// The file's filesystem cannot `sendfile` (some FUSE and network
+    /// filesystems); nothing was sent, the caller copies through memory.
+    Unsupported,
+}
+
 /// Sends `len` bytes of `file` from `offset` to `socket`, waiting for the
 /// socket to drain when it is full; each wait is bounded by `timeout`.
 pub(crate) async fn send_file(
@@ -47,39 +57,38 @@ pub(crate) async fn send_file(
     mut len: u64,
     timer: &mut Deadline,
     timeout: Duration,
-) -> Result<()> {
+) -> Result<Sent> {
     let sock = socket.as_raw_fd();
-    let restore = NonBlocking::enable(sock)?;
-    let result = async {
-        while len > 0 {
-            let mut off = offset as libc::off_t;
-            let want = len.min(MAX_SENDFILE) as usize;
-            // SAFETY: both fds are open for the duration of the call (we hold
-            // the socket and the file by reference); `off` is a valid pointer.
-            let sent = unsafe { libc::sendfile(sock, file.as_raw_fd(), &mut off, want) };
-            if sent > 0 {
-                offset += sent as u64;
-                len -= sent as u64;
-                continue;
-            }
-            if sent == 0 {
-                return Err(Error::new(ErrorKind::Internal, "file shrank while it was being sent"));
-            }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EAGAIN) => match timer.limit(timeout, socket.writable(false)).await {
-                    Some(ready) => ready?,
-                    None => return Err(Error::new(ErrorKind::Timeout, "write stalled")),
-                },
-                Some(libc::EINTR) => {}
-                _ => return Err(err.into()),
-            }
+    // Restored when this future ends, however it ends (also when dropped).
+    let _nonblocking = NonBlocking::enable(sock)?;
+    let mut sent_any = false;
+    while len > 0 {
+        let mut off = offset as libc::off_t;
+        let want = len.min(MAX_SENDFILE) as usize;
+        // SAFETY: both fds are open for the duration of the call (we hold
+        // the socket and the file by reference); `off` is a valid pointer.
+        let sent = unsafe { libc::sendfile(sock, file.as_raw_fd(), &mut off, want) };
+        if sent > 0 {
+            offset += sent as u64;
+            len -= sent as u64;
+            sent_any = true;
+            continue;
         }
-        Ok(())
+        if sent == 0 {
+            return Err(Error::new(ErrorKind::Internal, "file shrank while it was being sent"));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EAGAIN) => match timer.limit(timeout, socket.writable(false)).await {
+                Some(ready) => ready?,
+                None => return Err(Error::new(ErrorKind::Timeout, "write stalled")),
+            },
+            Some(libc::EINTR) => {}
+            Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) if !sent_any => return Ok(Sent::Unsupported),
+            _ => return Err(err.into()),
+        }
     }
-    .await;
-    restore.finish()?;
-    result
+    Ok(Sent::All)
 }
 
 /// Holds back partial TCP segments (`TCP_CORK`) while a response head and
@@ -116,7 +125,7 @@ fn set_cork(fd: RawFd, on: libc::c_int) -> bool {
     }
 }
 
-/// Puts a socket in non-blocking mode and remembers whether to undo it.
+/// Puts a socket in non-blocking mode and undoes it when dropped.
 struct NonBlocking {
     fd: RawFd,
     flags: Option<libc::c_int>,
@@ -138,15 +147,15 @@ impl NonBlocking {
         }
         Ok(NonBlocking { fd, flags: Some(flags) })
     }
+}
 
+impl Drop for NonBlocking {
     /// Restores the original flags (the socket goes back to the io_uring way).
-    fn finish(self) -> io::Result<()> {
+    fn drop(&mut self) {
         if let Some(flags) = self.flags {
-            // SAFETY: as in `enable`.
-            if unsafe { libc::fcntl(self.fd, libc::F_SETFL, flags) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            // SAFETY: as in `enable`; the socket is still open (its owner
+            // outlives this guard, which lives inside `send_file`).
+            unsafe { libc::fcntl(self.fd, libc::F_SETFL, flags) };
         }
-        Ok(())
     }
 }

@@ -121,6 +121,14 @@ impl ShardCtx {
         accept: Option<&HeaderValue>,
         from: usize,
     ) -> Route<'_> {
+        if from == 0 && req.uri().path().contains('%') {
+            // `/%70rivate` is `/private` (RFC 3986 §6.2.2.2): route, and let
+            // handlers and files see, the one form, so an encoded letter
+            // cannot slip past a longer mount.
+            if let Some(normal) = decode_unreserved(req.uri()) {
+                *req.uri_mut() = normal;
+            }
+        }
         let (mount, strip, next) = match self.mounts.lookup_from(req.uri().path(), from) {
             Lookup::Found { mount, strip, next } => (mount, strip, next),
             Lookup::AddSlash => return Route::Respond(add_slash_redirect(req.uri())),
@@ -206,6 +214,39 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// The target with percent-encoded unreserved characters (letters, digits,
+/// `-._~`) decoded; `None` when there are none.
+fn decode_unreserved(uri: &Uri) -> Option<Uri> {
+    let path = uri.path().as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(path.len());
+    let mut changed = false;
+    let mut i = 0;
+    while i < path.len() {
+        if path[i] == b'%' && i + 2 < path.len() {
+            if let (Some(hi), Some(lo)) = (hex(path[i + 1]), hex(path[i + 2])) {
+                let byte = hi << 4 | lo;
+                if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                    out.push(byte);
+                    changed = true;
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        out.push(path[i]);
+        i += 1;
+    }
+    if !changed {
+        return None;
+    }
+    if let Some(q) = uri.query() {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
+    }
+    Uri::try_from(out).ok()
+}
+
 /// The request target below the mount point: `/api/users?x` → `/users?x`.
 fn strip_prefix(uri: &Uri, strip: usize) -> Option<Uri> {
     let path = &uri.path()[strip..];
@@ -240,6 +281,14 @@ mod tests {
         assert_eq!(strip_prefix(&uri, 4).unwrap(), "/users?x=1");
         let uri: Uri = "/api".parse().unwrap();
         assert_eq!(strip_prefix(&uri, 4).unwrap(), "/");
+    }
+
+    #[test]
+    fn encoded_unreserved_characters_are_decoded_for_routing() {
+        let uri: Uri = "/%70rivate/a%2Fb%20c%7e?q=%70".parse().unwrap();
+        assert_eq!(decode_unreserved(&uri).unwrap(), "/private/a%2Fb%20c~?q=%70");
+        assert!(decode_unreserved(&"/plain/%2F".parse().unwrap()).is_none());
+        assert!(decode_unreserved(&"/bad%7".parse().unwrap()).is_none());
     }
 
     #[test]

@@ -5,6 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 
+/// 9999-12-31T23:59:59Z, the last instant an HTTP date can express.
+const LATEST_HTTP_DATE: std::time::Duration = std::time::Duration::from_secs(253_402_300_799);
+
 /// What a representation is validated by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Validators {
@@ -18,7 +21,8 @@ impl Validators {
     /// Strong validators from a file's inode, length and modification time
     /// (nanoseconds, so two writes in one second still change the tag).
     pub(crate) fn new(ino: u64, len: u64, modified: SystemTime) -> Validators {
-        let since = modified.duration_since(UNIX_EPOCH).unwrap_or_default();
+        // HTTP dates end at year 9999; a file stamped later is treated as from then.
+        let since = modified.duration_since(UNIX_EPOCH).unwrap_or_default().min(LATEST_HTTP_DATE);
         let etag = format!("\"{ino:x}-{len:x}-{:x}{:08x}\"", since.as_secs(), since.subsec_nanos());
         Validators { etag, modified_secs: since.as_secs() }
     }
@@ -87,8 +91,15 @@ pub(crate) fn evaluate(method: &Method, headers: &HeaderMap, v: &Validators) -> 
 }
 
 /// `If-Range` (RFC 9110 §13.1.5): true when the range may be served. An
-/// entity tag must match strongly; a date must equal `Last-Modified` exactly.
+/// entity tag must match strongly; a date must equal `Last-Modified` exactly
+/// and be a strong validator, i.e. at least a second in the past (§8.8.2.2):
+/// a file modified within the current second could change again unseen.
 pub(crate) fn if_range_allows(headers: &HeaderMap, v: &Validators) -> bool {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    if_range_allows_at(headers, v, now)
+}
+
+fn if_range_allows_at(headers: &HeaderMap, v: &Validators, now_secs: u64) -> bool {
     let Some(value) = headers.get(header::IF_RANGE).and_then(|h| h.to_str().ok()) else {
         return true;
     };
@@ -99,7 +110,7 @@ pub(crate) fn if_range_allows(headers: &HeaderMap, v: &Validators) -> bool {
     httpdate::parse_http_date(value)
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .is_some_and(|d| d.as_secs() == v.modified_secs)
+        .is_some_and(|d| d.as_secs() == v.modified_secs && v.modified_secs < now_secs)
 }
 
 /// True when any tag listed in the (possibly repeated) field `name` matches
@@ -155,6 +166,8 @@ mod tests {
         assert_ne!(gz.etag, v.etag);
         assert!(gz.etag.ends_with("-gz\""));
         assert_eq!(v.last_modified(), date(1_700_000_000));
+        let far = Validators::new(1, 1, UNIX_EPOCH + Duration::from_secs(400_000_000_000));
+        assert!(far.last_modified().contains("9999"), "dates past year 9999 are clamped, not a panic");
     }
 
     #[test]
@@ -223,5 +236,9 @@ mod tests {
         assert!(if_range_allows(&h, &v));
         h.insert(header::IF_RANGE, HeaderValue::from_str(&date(1_700_000_001)).unwrap());
         assert!(!if_range_allows(&h, &v));
+        // The exact date of a file modified this very second is too weak.
+        h.insert(header::IF_RANGE, HeaderValue::from_str(&v.last_modified()).unwrap());
+        assert!(if_range_allows_at(&h, &v, 1_700_000_001));
+        assert!(!if_range_allows_at(&h, &v, 1_700_000_000));
     }
 }

@@ -69,11 +69,17 @@ impl Root {
         &self.canonical
     }
 
+    /// True when symlinks may lead outside the root.
+    pub(crate) fn follows_symlinks(&self) -> bool {
+        self.follow_symlinks
+    }
+
     /// Opens `rel` (a checked relative path, empty for the root) read-only
     /// and stats it. `Ok(None)` when it does not exist or may not be served.
     pub(crate) fn open_rel(&self, rel: &str) -> io::Result<Option<(File, Meta)>> {
         let rel = if rel.is_empty() { "." } else { rel };
-        let file = if self.follow_symlinks { File::open(self.canonical.join(rel)) } else { self.open_beneath(rel) };
+        let file =
+            if self.follow_symlinks { open_nonblocking(&self.canonical.join(rel)) } else { self.open_beneath(rel) };
         let file = match file {
             Ok(f) => f,
             Err(e) if refused(&e) => return Ok(None),
@@ -93,19 +99,34 @@ impl Root {
                 Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => NO_OPENAT2.store(true, Ordering::Relaxed),
                 // EXDEV: the path left the root, or went through an absolute
                 // symlink (refused by RESOLVE_BENEATH even when it points
-                // back inside); the check below tells the two apart.
-                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {}
+                // back inside); EPERM: a seccomp profile that predates
+                // openat2. The check below decides.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EPERM)) => {}
                 other => return other,
             }
         }
-        // Old kernel or absolute symlink: make sure the real path is below the root.
-        let path = self.canonical.join(rel);
-        let real = path.canonicalize()?;
+        // Old kernel, seccomp, or absolute symlink: make sure the real path is
+        // below the root, then check again what was actually opened (the
+        // path may have been swapped for a symlink in between).
+        let real = self.canonical.join(rel).canonicalize()?;
         if !real.starts_with(&self.canonical) {
             return Err(io::Error::from_raw_os_error(libc::EXDEV));
         }
-        File::open(real)
+        let file = open_nonblocking(&real)?;
+        let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+        if !opened.starts_with(&self.canonical) {
+            return Err(io::Error::from_raw_os_error(libc::EXDEV));
+        }
+        Ok(file)
     }
+}
+
+/// Opens read-only without ever blocking in `open` itself: a FIFO would
+/// otherwise wait for a writer (and hold a blocking-pool thread forever).
+/// `O_NONBLOCK` changes nothing for reading regular files.
+fn open_nonblocking(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)
 }
 
 /// Errors that mean "not servable" rather than "something broke".
@@ -113,7 +134,14 @@ fn refused(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(
-            libc::ENOENT | libc::ENOTDIR | libc::EXDEV | libc::ELOOP | libc::EACCES | libc::EPERM | libc::ENAMETOOLONG
+            libc::ENOENT
+                | libc::ENOTDIR
+                | libc::EXDEV
+                | libc::ELOOP
+                | libc::EACCES
+                | libc::EPERM
+                | libc::ENAMETOOLONG
+                | libc::ENXIO
         )
     )
 }
@@ -123,7 +151,8 @@ fn openat2_beneath(dir: &OwnedFd, rel: &str) -> io::Result<File> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
     // SAFETY: open_how is a plain C struct; all-zero is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+    // O_NONBLOCK: opening a FIFO must not wait for a writer (see `open_nonblocking`).
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64;
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: openat2 reads `path` (NUL-terminated, alive for the call) and
     // `how` (size passed exactly); it returns a new fd or -1 with errno.
@@ -156,6 +185,9 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("out")).unwrap();
         std::os::unix::fs::symlink(root.path().join("a.txt"), root.path().join("in")).unwrap();
         std::os::unix::fs::symlink("../", root.path().join("up")).unwrap();
+        let fifo = CString::new(root.path().join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path that lives through the call.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
 
         let strict = Root::open(root.path(), false).unwrap();
         let (_, meta) = strict.open_rel("a.txt").unwrap().unwrap();
@@ -166,9 +198,12 @@ mod tests {
         assert!(strict.open_rel("up/secret").unwrap().is_none());
         assert!(strict.open_rel("missing").unwrap().is_none());
         assert!(strict.open_rel("").unwrap().unwrap().1.is_dir);
+        // A FIFO is neither waited on (no writer comes) nor served.
+        assert!(strict.open_rel("fifo").unwrap().is_none());
 
         let loose = Root::open(root.path(), true).unwrap();
         assert!(loose.open_rel("out").unwrap().is_some());
+        assert!(loose.open_rel("fifo").unwrap().is_none());
     }
 
     #[test]

@@ -13,8 +13,10 @@ struct Item {
 }
 
 /// Reads `dir` and renders the listing page for the URL path `url_path`
-/// (ending with `/`). Blocking: run it on the blocking pool.
-pub(crate) fn render(dir: &Path, url_path: &str, show_hidden: bool) -> std::io::Result<String> {
+/// (ending with `/`). With `confine`, entries that are symlinks leading
+/// outside that root are left out (they would not be served either).
+/// Blocking: run it on the blocking pool.
+pub(crate) fn render(dir: &Path, url_path: &str, show_hidden: bool, confine: Option<&Path>) -> std::io::Result<String> {
     let mut items = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -22,8 +24,15 @@ pub(crate) fn render(dir: &Path, url_path: &str, show_hidden: bool) -> std::io::
         if name.starts_with('.') && !show_hidden {
             continue;
         }
+        let path = entry.path();
+        if let Some(root) = confine {
+            let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+            if is_link && !std::fs::canonicalize(&path).is_ok_and(|real| real.starts_with(root)) {
+                continue;
+            }
+        }
         // Follow symlinks for the kind and size; a broken link is skipped.
-        let Ok(meta) = std::fs::metadata(entry.path()) else { continue };
+        let Ok(meta) = std::fs::metadata(&path) else { continue };
         items.push(Item { name, is_dir: meta.is_dir(), len: meta.len() });
     }
     items.sort_by(|a, b| b.is_dir.cmp(&a.is_dir).then_with(|| a.name.cmp(&b.name)));
@@ -76,13 +85,21 @@ mod tests {
         std::fs::write(dir.path().join("with space.txt"), b"").unwrap();
         std::fs::write(dir.path().join(".secret"), b"").unwrap();
         std::fs::create_dir(dir.path().join("zsub")).unwrap();
-        let page = render(dir.path(), "/files/<x>/", false).unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("escape")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("with space.txt"), dir.path().join("inner-link")).unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let page = render(&root, "/files/<x>/", false, Some(&root)).unwrap();
+        assert!(!page.contains("escape"), "links out of the root are not listed: {page}");
+        assert!(page.contains("inner-link"), "links inside the root are: {page}");
         assert!(page.contains("Index of /files/&lt;x&gt;/"), "{page}");
         assert!(page.contains("<a href=\"a%3Cb%3E&amp;%22c.txt\">a&lt;b&gt;&amp;&quot;c.txt</a> (5 bytes)"), "{page}");
         assert!(page.contains("<a href=\"with%20space.txt\">with space.txt</a>"), "{page}");
         assert!(page.contains("<a href=\"zsub/\">zsub/</a>"), "{page}");
         assert!(!page.contains("secret"));
         assert!(page.find("zsub").unwrap() < page.find("with").unwrap(), "directories first");
-        assert!(render(dir.path(), "/", true).unwrap().contains(".secret"));
+        let loose = render(dir.path(), "/", true, None).unwrap();
+        assert!(loose.contains(".secret"));
+        assert!(loose.contains("escape"));
     }
 }

@@ -101,8 +101,16 @@ impl MaxAge {
         MaxAge { rules }
     }
 
+    /// The rule for `path`: the longest prefix that ends at a segment boundary
+    /// (`/js` covers `/js` and `/js/app.js`, not `/json`).
     fn for_path(&self, path: &str) -> Option<u64> {
-        self.rules.iter().find(|(prefix, _)| path.starts_with(prefix.as_str())).map(|(_, secs)| *secs)
+        self.rules
+            .iter()
+            .find(|(prefix, _)| {
+                path.strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'))
+            })
+            .map(|(_, secs)| *secs)
     }
 }
 
@@ -136,6 +144,21 @@ impl StaticMount {
     }
 }
 
+/// Ends a reload handed out by the cache if the loading request stops early.
+struct ReloadGuard<'a> {
+    cache: &'a RefCell<Cache>,
+    rel: &'a str,
+    finished: bool,
+}
+
+impl Drop for ReloadGuard<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.cache.borrow_mut().abandon(self.rel);
+        }
+    }
+}
+
 /// One shard's server for one static mount.
 pub(crate) struct StaticFiles {
     mount: Arc<StaticMount>,
@@ -161,15 +184,16 @@ impl StaticFiles {
         match found {
             Found::Missing => None,
             Found::File(_) if rel.trailing_slash => None,
-            Found::File(entry) => Some(self.respond(req, &entry).await),
-            Found::Dir if req.method() != Method::GET && req.method() != Method::HEAD => Some(method_not_allowed()),
+            Found::File(entry) => Some(self.respond(req, &rel.path, &entry).await),
+            // Only GET and HEAD read directories; other methods go on to a handler (or 404).
+            Found::Dir if req.method() != Method::GET && req.method() != Method::HEAD => None,
             Found::Dir if !rel.trailing_slash => Some(redirect_to_slash(req)),
             Found::Dir => {
                 for index in INDEX_FILES {
                     let index_path =
                         if rel.path.is_empty() { index.to_owned() } else { format!("{}/{index}", rel.path) };
                     match self.lookup(&index_path).await {
-                        Ok(Found::File(entry)) => return Some(self.respond(req, &entry).await),
+                        Ok(Found::File(entry)) => return Some(self.respond(req, &index_path, &entry).await),
                         Ok(_) => {}
                         Err(e) => return Some(self.failure(req, &e)),
                     }
@@ -181,24 +205,28 @@ impl StaticFiles {
 
     /// What `rel` names: from the cache, or loaded on the blocking pool.
     async fn lookup(&self, rel: &str) -> Result<Found> {
-        let now = Instant::now();
-        let reusable = match self.cache.borrow_mut().probe(rel, now) {
+        let (old, reusable) = match self.cache.borrow_mut().probe(rel, Instant::now()) {
             Probe::Fresh(found) => return Ok(found),
-            Probe::Load(reusable) => reusable,
+            Probe::Load { old, reusable } => (old, reusable),
         };
+        // If this request goes away mid-load, the next one may reload.
+        let mut reload = ReloadGuard { cache: &self.cache, rel, finished: false };
         let mount = self.mount.clone();
         let key = rel.to_owned();
         let max_file = self.mount.limits.max_file;
-        let loaded = monoio::spawn_blocking(move || cache::load(&mount.root, &key, max_file, reusable))
-            .await
-            .map_err(|_| Error::new(ErrorKind::Internal, "static file task failed"))??;
+        let (loaded, checked) = monoio::spawn_blocking(move || {
+            let checked = Instant::now();
+            cache::load(&mount.root, &key, max_file, &reusable).map(|loaded| (loaded, checked))
+        })
+        .await
+        .map_err(|_| Error::new(ErrorKind::Internal, "static file task failed"))??;
         let found = cache::materialize(rel, loaded);
-        self.cache.borrow_mut().insert(rel, found.clone(), now);
-        Ok(found)
+        reload.finished = true;
+        Ok(self.cache.borrow_mut().insert(rel, found, old, checked))
     }
 
     /// The response for a regular file.
-    async fn respond(&self, req: &Request, entry: &Rc<FileEntry>) -> Response {
+    async fn respond(&self, req: &Request, key: &str, entry: &Rc<FileEntry>) -> Response {
         let method = req.method();
         if method != Method::GET && method != Method::HEAD {
             return method_not_allowed();
@@ -215,7 +243,7 @@ impl StaticFiles {
             None => entry.identity.clone(),
             Some(c) => match entry.variant(c) {
                 Some(v) => v.clone(),
-                None => self.gzipped(entry).await.unwrap_or_else(|| entry.identity.clone()),
+                None => self.gzipped(key, entry).await.unwrap_or_else(|| entry.identity.clone()),
             },
         };
         let vary = !entry.variants.is_empty() || on_the_fly;
@@ -275,7 +303,7 @@ impl StaticFiles {
     }
 
     /// The entry's gzip copy, made once on the blocking pool and kept.
-    async fn gzipped(&self, entry: &Rc<FileEntry>) -> Option<Rc<Repr>> {
+    async fn gzipped(&self, key: &str, entry: &Rc<FileEntry>) -> Option<Rc<Repr>> {
         if let Some(done) = entry.gzipped.borrow().as_ref() {
             return Some(done.clone());
         }
@@ -287,7 +315,7 @@ impl StaticFiles {
         let repr = Rc::new(entry.identity.gzipped(packed));
         if entry.gzipped.borrow().is_none() {
             *entry.gzipped.borrow_mut() = Some(repr.clone());
-            self.cache.borrow_mut().grew(repr.len);
+            self.cache.borrow_mut().grew(key, entry, repr.len);
         }
         Some(repr)
     }
@@ -303,10 +331,14 @@ impl StaticFiles {
 
     /// A listing of the directory `rel`.
     async fn listing(&self, req: &Request, rel: &str) -> Response {
-        let dir = self.mount.root.path().join(rel);
+        let mount = self.mount.clone();
+        let dir = mount.root.path().join(rel);
         let url_path = req.uri().path().to_owned();
-        let hidden = self.mount.hidden;
-        match monoio::spawn_blocking(move || listing::render(&dir, &url_path, hidden)).await {
+        let listed = monoio::spawn_blocking(move || {
+            let confine = (!mount.root.follows_symlinks()).then(|| mount.root.path());
+            listing::render(&dir, &url_path, mount.hidden, confine)
+        });
+        match listed.await {
             Ok(Ok(page)) => {
                 let mut h = header_pool::take();
                 h.insert(header::CONTENT_TYPE, TEXT_HTML_UTF8);
@@ -420,6 +452,8 @@ mod tests {
         assert_eq!(m.for_path("/a.txt"), Some(60));
         assert_eq!(m.for_path("/js/app.js"), Some(0));
         assert_eq!(m.for_path("/js/vendor/x.js"), Some(86400));
+        assert_eq!(m.for_path("/json"), Some(60), "prefixes end at segment boundaries");
+        assert_eq!(m.for_path("/js"), Some(0));
         assert_eq!(MaxAge::default().for_path("/a"), None);
     }
 

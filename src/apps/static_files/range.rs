@@ -19,7 +19,9 @@ pub(crate) enum RangeRequest {
 
 /// Parses a `Range` field value for a representation of `len` bytes.
 pub(crate) fn parse(value: &str, len: u64) -> RangeRequest {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+    // The unit is case-insensitive (RFC 9110 §14.1).
+    let value = value.trim();
+    let Some(spec) = value.get(..6).filter(|unit| unit.eq_ignore_ascii_case("bytes=")).map(|_| &value[6..]) else {
         return RangeRequest::Whole;
     };
     let mut ranges: Vec<Range<u64>> = Vec::new();
@@ -115,6 +117,7 @@ mod tests {
         assert_eq!(parse("bytes=-500", 100), ranges(&[(0, 100)]));
         assert_eq!(parse("bytes=0-999999", 100), ranges(&[(0, 100)]));
         assert_eq!(parse("bytes=99-99", 100), ranges(&[(99, 100)]));
+        assert_eq!(parse("Bytes=0-0", 100), ranges(&[(0, 1)]));
     }
 
     #[test]

@@ -80,10 +80,11 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Percent-encodes a file name for use in a URL path segment (listings, redirects).
+/// Percent-encodes a file name for use in a URL path segment (listings).
+/// `:` is encoded too, so a name such as `javascript:x` cannot become a scheme.
 pub(crate) fn encode_segment(name: &str, out: &mut String) {
     for &b in name.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b) {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=@".contains(&b) {
             out.push(b as char);
         } else {
             out.push('%');
@@ -157,5 +158,8 @@ mod tests {
         let mut s = String::new();
         encode_segment("a b<c>&\"d/é.txt", &mut s);
         assert_eq!(s, "a%20b%3Cc%3E&%22d%2F%C3%A9.txt");
+        let mut s = String::new();
+        encode_segment("javascript:alert(1)", &mut s);
+        assert_eq!(s, "javascript%3Aalert(1)");
     }
 }

@@ -23,7 +23,7 @@ use super::encode::{self, LAST_CHUNK, encode_chunk, encode_head, status_has_no_b
 use super::parse::{Framing, Head, parse_head};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{Body, BodySource, FileBody, FilePart, Response, error_response, header_pool};
-use crate::net::{Cork, ZeroCopyWrite, send_file};
+use crate::net::{Cork, Sent, ZeroCopyWrite, send_file};
 use crate::proto::Deadline;
 use crate::shard::{Route, ShardCtx};
 
@@ -339,15 +339,16 @@ where
                 FilePart::Bytes(bytes) => self.out.put_slice(&bytes),
                 FilePart::Range { offset, len } => {
                     self.flush().await?;
-                    match self.write.tcp_socket() {
+                    let sent = match self.write.tcp_socket() {
                         Some(socket) => {
-                            send_file(socket, &body.file, offset, len, &mut self.write_timer, timeout).await?;
+                            send_file(socket, &body.file, offset, len, &mut self.write_timer, timeout).await?
                         }
-                        None => {
-                            let mut rest = FileBody::range(body.file.clone(), offset, len);
-                            while let Some(chunk) = rest.next_chunk().await {
-                                self.write_bytes(chunk?).await?;
-                            }
+                        None => Sent::Unsupported,
+                    };
+                    if sent == Sent::Unsupported {
+                        let mut rest = FileBody::range(body.file.clone(), offset, len);
+                        while let Some(chunk) = rest.next_chunk().await {
+                            self.write_bytes(chunk?).await?;
                         }
                     }
                 }
