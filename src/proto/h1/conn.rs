@@ -37,6 +37,8 @@ const MAX_IDLE_WRITE_BUF: usize = 1024;
 /// A full body at least this large is written straight from its buffer
 /// instead of being copied into the batch.
 const DIRECT_WRITE_MIN: usize = 64 * 1024;
+/// Bytes read from a file per write when a file body goes through memory.
+const FILE_READ_CHUNK: usize = 256 * 1024;
 /// Unread request body we are willing to read and discard to keep a
 /// connection alive; more than this and we close instead.
 const MAX_DRAIN: u64 = 256 * 1024;
@@ -339,20 +341,47 @@ where
                 FilePart::Bytes(bytes) => self.out.put_slice(&bytes),
                 FilePart::Range { offset, len } => {
                     self.flush().await?;
-                    let sent = match self.write.tcp_socket() {
+                    let sent = match self.write.tcp_socket().filter(|_| self.shard.limits.sendfile) {
                         Some(socket) => {
                             send_file(socket, &body.file, offset, len, &mut self.write_timer, timeout).await?
                         }
                         None => Sent::Unsupported,
                     };
                     if sent == Sent::Unsupported {
-                        let mut rest = FileBody::range(body.file.clone(), offset, len);
-                        while let Some(chunk) = rest.next_chunk().await {
-                            self.write_bytes(chunk?).await?;
-                        }
+                        self.write_file_through_memory(&body.file, offset, len).await?;
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Sends `len` bytes of `file` from `offset` by reading them into a buffer
+    /// (an io_uring read on the io_uring driver) and writing that, chunk by chunk.
+    async fn write_file_through_memory(&mut self, file: &std::fs::File, mut offset: u64, mut len: u64) -> Result<()> {
+        let file = monoio::fs::File::from_std(file.try_clone()?)?;
+        let mut buf: Vec<u8> = Vec::with_capacity(FILE_READ_CHUNK.min(len as usize));
+        let timeout = self.shard.limits.request_timeout;
+        while len > 0 {
+            let want = FILE_READ_CHUNK.min(len as usize);
+            buf.clear();
+            let (read, filled) = file.read_at(buf.slice_mut(0..want), offset).await;
+            buf = filled.into_inner();
+            let n = read?;
+            if n == 0 {
+                return Err(Error::new(ErrorKind::Internal, "file shrank while it was being sent"));
+            }
+            // The read set the vector's length to the bytes it filled.
+            debug_assert_eq!(buf.len(), n);
+            match self.write_timer.limit(timeout, self.write.write_all(buf)).await {
+                Some((result, written)) => {
+                    result?;
+                    buf = written;
+                }
+                None => return Err(Error::new(ErrorKind::Timeout, "write stalled")),
+            }
+            offset += n as u64;
+            len -= n as u64;
         }
         Ok(())
     }
