@@ -18,7 +18,7 @@ mod proto;
 mod shard;
 
 pub use apps::StaticDir;
-pub use engine::{DEFAULT_CONFIG_FILE, Engine, IntoMountTarget, MountTarget, Server, ShutdownHandle};
+pub use engine::{DEFAULT_CONFIG_FILE, Engine, IntoMountTarget, MountTarget, ReloadHandle, Server, ShutdownHandle};
 pub use error::{Error, ErrorKind, Result};
 pub use mount::{Ctx, Handler, HandlerFactory, HandlerFn, PerShard, ShardInfo, Shared, handler_fn, per_shard, shared};
 

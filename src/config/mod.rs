@@ -7,7 +7,7 @@ mod size;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -58,6 +58,10 @@ pub struct Config {
     /// `Cache-Control: max-age` (and `Expires`) for static files, by URL
     /// prefix; the longest matching prefix wins. Empty by default.
     pub max_age: BTreeMap<String, u64>,
+    /// TLS on the main port; absent means plain TCP.
+    pub tls: Option<TlsConfig>,
+    /// HTTP/2 settings (h2 by ALPN over TLS, h2c by prior knowledge on plain ports).
+    pub http2: Http2Config,
 }
 
 impl Default for Config {
@@ -68,6 +72,8 @@ impl Default for Config {
             mounts: Vec::new(),
             static_files: StaticConfig::default(),
             max_age: BTreeMap::new(),
+            tls: None,
+            http2: Http2Config::default(),
         }
     }
 }
@@ -80,6 +86,89 @@ pub const DEFAULT_STATIC_CACHE_ENTRIES: usize = 4096;
 pub const DEFAULT_STATIC_CACHE_SIZE: u64 = 32 << 20;
 /// Default size up to which a file's contents are kept in memory (larger files go by `sendfile`).
 pub const DEFAULT_STATIC_CACHE_MAX_FILE: u64 = 256 << 10;
+
+/// Default seconds a client has to complete a TLS handshake.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+
+/// The `[tls]` section: the main port speaks TLS.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain (leaf first) of the default certificate.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of the default certificate (PKCS#8, PKCS#1, SEC1, or encrypted PKCS#8).
+    pub key: Option<PathBuf>,
+    /// Passphrase of an encrypted key.
+    pub passphrase: Option<String>,
+    /// More certificates, chosen by the SNI server name (`[[tls.sni]]`).
+    pub sni: Vec<TlsCertConfig>,
+    /// Seconds a client has to complete the handshake.
+    pub handshake_timeout: u64,
+    /// A plain listener on this port answers every request with 301 to https.
+    pub forward_port: Option<u16>,
+    /// The host name used in those redirects (default: the request's `Host`).
+    pub forward_domain: Option<String>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: None,
+            key: None,
+            passphrase: None,
+            sni: Vec::new(),
+            handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS,
+            forward_port: None,
+            forward_domain: None,
+        }
+    }
+}
+
+/// One `[[tls.sni]]` certificate.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCertConfig {
+    /// The SNI name it answers (exact, case-insensitive).
+    pub server_name: String,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// Passphrase of an encrypted key.
+    #[serde(default)]
+    pub passphrase: Option<String>,
+}
+
+/// The `[http2]` section.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2Config {
+    /// Offer h2 by ALPN and accept h2c by prior knowledge.
+    pub enabled: bool,
+    /// Streams a client may have open at once.
+    pub max_concurrent_streams: u32,
+    /// Flow-control window of each stream, bytes.
+    pub initial_window_size: u32,
+    /// Flow-control window of the connection, bytes.
+    pub initial_connection_window_size: u32,
+    /// Largest frame payload we accept, bytes (16384..=16777215).
+    pub max_frame_size: u32,
+    /// Largest header list (decoded) we accept, bytes.
+    pub max_header_list_size: u32,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Http2Config {
+            enabled: true,
+            max_concurrent_streams: 128,
+            initial_window_size: 1 << 20,
+            initial_connection_window_size: 4 << 20,
+            max_frame_size: 16_384,
+            max_header_list_size: 16 << 10,
+        }
+    }
+}
 
 /// Longest `max_age` accepted: ten years.
 pub const MAX_MAX_AGE_SECS: u64 = 10 * 365 * 24 * 3600;
@@ -289,6 +378,30 @@ impl Config {
             if *secs > MAX_MAX_AGE_SECS {
                 return Err(Error::config(&format!("max_age.{prefix:?}"), "at most 10 years (315360000 seconds)"));
             }
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert.is_none() {
+                return Err(Error::config("tls.cert", "is required when [tls] is present"));
+            }
+            if tls.key.is_none() {
+                return Err(Error::config("tls.key", "is required when [tls] is present"));
+            }
+            if tls.handshake_timeout == 0 {
+                return Err(Error::config("tls.handshake_timeout", "must be at least 1 second"));
+            }
+            if tls.forward_port == Some(self.server.port) && self.server.port != 0 {
+                return Err(Error::config("tls.forward_port", "must differ from server.port"));
+            }
+        }
+        let h2 = &self.http2;
+        if !(16_384..=16_777_215).contains(&h2.max_frame_size) {
+            return Err(Error::config("http2.max_frame_size", "must be between 16384 and 16777215"));
+        }
+        if h2.max_concurrent_streams == 0 {
+            return Err(Error::config("http2.max_concurrent_streams", "must be at least 1"));
+        }
+        if h2.initial_window_size > (1 << 31) - 1 || h2.initial_connection_window_size > (1 << 31) - 1 {
+            return Err(Error::config("http2.initial_window_size", "must be below 2^31"));
         }
         for (i, m) in self.mounts.iter().enumerate() {
             if !m.path.starts_with('/') {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-pub use server::{Server, ShutdownHandle};
+pub use server::{ReloadHandle, Server, ShutdownHandle};
 
 use crate::apps::StaticDir;
 use crate::apps::static_files::{MaxAge, StaticMount};
@@ -137,6 +137,28 @@ impl Engine {
         })
     }
 
+    /// Serves TLS on the main port with this PEM certificate chain and key
+    /// (`passphrase` for an encrypted PKCS#8 key); Skitai's `enable_ssl`.
+    pub fn enable_ssl(self, cert: &str, key: &str, passphrase: Option<&str>) -> Engine {
+        self.configure(|c| {
+            let tls = c.tls.get_or_insert_with(Default::default);
+            tls.cert = Some(cert.into());
+            tls.key = Some(key.into());
+            tls.passphrase = passphrase.map(str::to_owned);
+        })
+    }
+
+    /// Adds a plain listener on `port` that answers every request with a 301
+    /// to the same URL over https (on `domain` if given, else the request's
+    /// host); Skitai's `enable_forward`. Needs [`Engine::enable_ssl`].
+    pub fn enable_forward(self, port: u16, domain: Option<&str>) -> Engine {
+        self.configure(|c| {
+            let tls = c.tls.get_or_insert_with(Default::default);
+            tls.forward_port = Some(port);
+            tls.forward_domain = domain.map(str::to_owned);
+        })
+    }
+
     /// Sets the TCP port.
     pub fn port(self, port: u16) -> Engine {
         self.configure(|c| c.server.port = port)
@@ -176,7 +198,7 @@ impl Engine {
             Command::Run => {
                 let devel = cli.devel;
                 let server = self.serve_with(config, devel)?;
-                signals::install(server.shutdown_handle())?;
+                signals::install(server.shutdown_handle(), server.reload_handle())?;
                 server.wait()
             }
         }

@@ -12,7 +12,9 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mount::{MountSpec, ShardInfo};
 use crate::net::bind_shard_listeners;
-use crate::shard::{self, Control, ShardHandle, ShardPlan};
+use crate::net::tls::{self, TlsCerts};
+use crate::proto::ListenerRole;
+use crate::shard::{self, Control, Protocols, ShardHandle, ShardPlan};
 
 /// How often [`Server::wait`] looks for a shutdown started elsewhere.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
@@ -24,12 +26,47 @@ pub struct Server {
     exits: Receiver<(usize, Option<String>)>,
     shutdown: ShutdownHandle,
     shutdown_timeout: Duration,
+    tls_certs: Option<Arc<TlsCerts>>,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server").field("local_addrs", &self.local_addrs).field("shards", &self.shards.len()).finish()
     }
+}
+
+/// A `Send` handle that reloads the TLS certificates from another thread.
+#[derive(Clone, Debug)]
+pub struct ReloadHandle {
+    certs: Option<Arc<TlsCerts>>,
+}
+
+impl ReloadHandle {
+    /// See [`Server::reload_tls`].
+    pub fn reload_tls(&self) -> Result<()> {
+        match &self.certs {
+            Some(certs) => certs.reload(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The protocols every shard speaks, from the configuration: TLS (with the
+/// loaded certificates, kept for reloads), HTTP/2 settings, https redirects.
+fn build_protocols(config: &Config, port: u16) -> Result<(Protocols, Option<Arc<TlsCerts>>)> {
+    let (acceptor, certs, handshake_timeout) = match &config.tls {
+        Some(tls_config) => {
+            let certs = TlsCerts::load(tls_config)?;
+            let server_config = tls::server_config(certs.clone(), config.http2.enabled)?;
+            let acceptor = monoio_rustls::TlsAcceptor::from(server_config);
+            (Some(acceptor), Some(certs), Duration::from_secs(tls_config.handshake_timeout))
+        }
+        None => (None, None, Duration::from_secs(crate::config::DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS)),
+    };
+    let domain = config.tls.as_ref().and_then(|t| t.forward_domain.clone());
+    let protocols =
+        Protocols { tls: acceptor, handshake_timeout, http2: config.http2.clone(), https_redirect: (domain, port) };
+    Ok((protocols, certs))
 }
 
 /// A `Send` handle that starts a graceful shutdown of every shard.
@@ -93,7 +130,22 @@ impl Server {
             let actual = listeners[0].local_addr().map_err(Error::from)?;
             port = actual.port();
             local_addrs.push(actual);
-            per_address.push(listeners.into_iter());
+            per_address.push(listeners.into_iter().map(|l| (l, ListenerRole::Main)).collect::<Vec<_>>().into_iter());
+        }
+        let (protocols, tls_certs) = build_protocols(config, port)?;
+        let mut redirect_addrs = Vec::new();
+        if let Some(forward_port) = config.tls.as_ref().and_then(|t| t.forward_port) {
+            let mut fport = forward_port;
+            for &ip in &s.address {
+                let listeners = bind_shard_listeners(SocketAddr::new(ip, fport), s.backlog, count)
+                    .map_err(|e| Error::new(ErrorKind::Config, format!("tls.forward_port: {e}")))?;
+                let actual = listeners[0].local_addr().map_err(Error::from)?;
+                fport = actual.port();
+                redirect_addrs.push(actual);
+                per_address.push(
+                    listeners.into_iter().map(|l| (l, ListenerRole::RedirectToHttps)).collect::<Vec<_>>().into_iter(),
+                );
+            }
         }
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let pool = DefaultThreadPool::new(s.threads);
@@ -109,6 +161,7 @@ impl Server {
                 limits,
                 devel,
                 listeners: per_address.iter_mut().filter_map(Iterator::next).collect(),
+                protocols: protocols.clone(),
                 mounts: mounts.clone(),
                 pool: pool.clone(),
             };
@@ -123,10 +176,36 @@ impl Server {
             controls: Arc::new(shards.iter().map(|s| s.control.clone()).collect()),
             started: Arc::new(OnceLock::new()),
         };
+        let scheme = if tls_certs.is_some() { "https" } else { "http" };
         for addr in &local_addrs {
-            tracing::info!("{} listening on http://{addr} ({count} shard(s))", config.name);
+            tracing::info!("{} listening on {scheme}://{addr} ({count} shard(s))", config.name);
         }
-        Ok(Server { local_addrs, shards, exits, shutdown, shutdown_timeout: Duration::from_secs(s.shutdown_timeout) })
+        for addr in &redirect_addrs {
+            tracing::info!("{} redirecting http://{addr} to https", config.name);
+        }
+        Ok(Server {
+            local_addrs,
+            shards,
+            exits,
+            shutdown,
+            shutdown_timeout: Duration::from_secs(s.shutdown_timeout),
+            tls_certs,
+        })
+    }
+
+    /// Reads the TLS certificate and key files again and uses them for new
+    /// handshakes (open connections keep theirs). Does nothing without TLS;
+    /// on error the certificates in use stay.
+    pub fn reload_tls(&self) -> Result<()> {
+        match &self.tls_certs {
+            Some(certs) => certs.reload(),
+            None => Ok(()),
+        }
+    }
+
+    /// A `Send` handle that reloads the TLS certificates (see [`Server::reload_tls`]).
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle { certs: self.tls_certs.clone() }
     }
 
     /// The first address the shards listen on (useful with port 0).

@@ -1,22 +1,30 @@
-//! Process signals: the first SIGTERM/SIGINT/SIGQUIT drains, a second one exits at once.
+//! Process signals: the first SIGTERM/SIGINT/SIGQUIT drains, a second one
+//! exits at once; SIGHUP reloads the TLS certificates.
 
-use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use super::ShutdownHandle;
+use super::{ReloadHandle, ShutdownHandle};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Exit status when a second signal cuts a graceful shutdown short.
 const FORCED_EXIT_STATUS: i32 = 1;
 
 /// Starts the signal thread for `handle`.
-pub(crate) fn install(handle: ShutdownHandle) -> Result<()> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT])
+pub(crate) fn install(handle: ShutdownHandle, reload: ReloadHandle) -> Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP])
         .map_err(|e| Error::new(ErrorKind::Internal, "cannot install signal handlers").with_source(e))?;
     std::thread::Builder::new()
         .name("skitai-signals".into())
         .spawn(move || {
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    match reload.reload_tls() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                        Err(e) => tracing::error!("SIGHUP: TLS certificates not reloaded, the old ones stay: {e}"),
+                    }
+                    continue;
+                }
                 if handle.is_shutting_down() {
                     tracing::warn!(signal, "second signal: exiting now");
                     std::process::exit(FORCED_EXIT_STATUS);

@@ -48,6 +48,13 @@ pub(crate) enum Sent {
     Unsupported,
 }
 
+impl ZeroCopyWrite for OwnedWriteHalf<monoio_rustls::ServerTlsStream<TcpStream>> {
+    /// TLS encrypts in user space: files go through memory.
+    fn tcp_socket(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
 /// Sends `len` bytes of `file` from `offset` to `socket`, waiting for the
 /// socket to drain when it is full; each wait is bounded by `timeout`.
 pub(crate) async fn send_file(

@@ -1,6 +1,96 @@
 //! Protocol implementations. Codecs work on buffers; connection loops drive them.
+//!
+//! [`serve_connection`] is where an accepted socket starts: TLS (and ALPN)
+//! when the listener has it, else a look at the first bytes to tell an
+//! HTTP/2 preface (h2c by prior knowledge) from HTTP/1.1.
 
 mod deadline;
 pub(crate) mod h1;
+pub(crate) mod h2;
+mod prefixed;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use monoio::buf::IoBufMut;
+use monoio::io::AsyncReadRent;
+use monoio::net::TcpStream;
 
 pub(crate) use deadline::Deadline;
+
+use crate::shard::ShardCtx;
+use prefixed::Prefixed;
+
+/// Capacity of the buffer for a connection's first read (the HTTP/1.1 read buffer).
+const FIRST_READ_SIZE: usize = 4 * 1024;
+
+/// What a listener's connections are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListenerRole {
+    /// The site: TLS if configured, HTTP/1.1 and HTTP/2.
+    Main,
+    /// The plain port beside a TLS one: every request gets a 301 to https.
+    RedirectToHttps,
+}
+
+/// Serves one accepted connection until it closes.
+pub(crate) async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shard: Rc<ShardCtx>,
+    key: usize,
+    role: ListenerRole,
+) {
+    if role == ListenerRole::RedirectToHttps {
+        return h1::serve(stream, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), true).await;
+    }
+    if let Some(acceptor) = shard.protocols.tls.clone() {
+        let handshake = monoio::time::timeout(shard.protocols.handshake_timeout, acceptor.accept(stream)).await;
+        let tls = match handshake {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        if tls.alpn_protocol().as_deref() == Some(crate::net::tls::ALPN_H2) {
+            return h2::serve(tls, peer, shard, key).await;
+        }
+        return h1::serve(tls, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), false).await;
+    }
+    if !shard.protocols.http2.enabled {
+        return h1::serve(stream, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), false).await;
+    }
+    // Plain: read the first bytes and decide between h2c and HTTP/1.1.
+    let mut stream = stream;
+    let mut buf = BytesMut::with_capacity(FIRST_READ_SIZE);
+    loop {
+        let (len, cap) = (buf.len(), buf.capacity());
+        // Waiting for a first request: idle, so a drain may close it.
+        shard.set_idle(key, len == 0);
+        let read = monoio::time::timeout(shard.limits.header_timeout, stream.read(buf.slice_mut(len..cap))).await;
+        shard.set_idle(key, false);
+        let Ok((result, slice)) = read else {
+            // Nothing (more) arrived in time: close quietly.
+            return;
+        };
+        buf = slice.into_inner();
+        match result {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let seen = buf.len().min(h2::PREFACE.len());
+        if buf[..seen] != h2::PREFACE[..seen] {
+            return h1::serve(stream, peer, shard, key, buf, false).await;
+        }
+        if seen == h2::PREFACE.len() {
+            return h2::serve(Prefixed::new(buf.freeze(), stream), peer, shard, key).await;
+        }
+        // A prefix of the preface so far: read on.
+    }
+}

@@ -21,6 +21,21 @@ use crate::mount::{Ctx, Handler, Lookup, MountTable, Target};
 struct ConnEntry {
     fd: RawFd,
     idle: bool,
+    /// Woken when draining starts (HTTP/2 connections wait for it to send GOAWAY).
+    drain_waker: Option<Waker>,
+}
+
+/// What the shard's connections speak besides plain HTTP/1.1.
+#[derive(Clone)]
+pub(crate) struct Protocols {
+    /// TLS on the main listeners.
+    pub(crate) tls: Option<monoio_rustls::TlsAcceptor>,
+    /// Time a client has to finish the TLS handshake.
+    pub(crate) handshake_timeout: std::time::Duration,
+    /// HTTP/2 settings.
+    pub(crate) http2: crate::config::Http2Config,
+    /// For redirect listeners: the host (default: the request's) and port of the https URLs.
+    pub(crate) https_redirect: (Option<String>, u16),
 }
 
 /// Everything a connection needs from its shard. Lives in an `Rc` on the
@@ -29,6 +44,7 @@ pub(crate) struct ShardCtx {
     pub(crate) id: usize,
     pub(crate) limits: Limits,
     pub(crate) devel: bool,
+    pub(crate) protocols: Protocols,
     mounts: MountTable,
     draining: Cell<bool>,
     conns: RefCell<Slab<ConnEntry>>,
@@ -36,11 +52,12 @@ pub(crate) struct ShardCtx {
 }
 
 impl ShardCtx {
-    pub(crate) fn new(id: usize, limits: Limits, devel: bool, mounts: MountTable) -> ShardCtx {
+    pub(crate) fn new(id: usize, limits: Limits, devel: bool, protocols: Protocols, mounts: MountTable) -> ShardCtx {
         ShardCtx {
             id,
             limits,
             devel,
+            protocols,
             mounts,
             draining: Cell::new(false),
             conns: RefCell::new(Slab::with_capacity(1024)),
@@ -55,7 +72,7 @@ impl ShardCtx {
 
     /// Records a new connection; the key identifies it until [`Self::unregister`].
     pub(crate) fn register(&self, fd: RawFd) -> usize {
-        self.conns.borrow_mut().insert(ConnEntry { fd, idle: false })
+        self.conns.borrow_mut().insert(ConnEntry { fd, idle: false, drain_waker: None })
     }
 
     /// Forgets a closed connection and wakes the drain waiter when it was the last.
@@ -85,7 +102,10 @@ impl ShardCtx {
     /// pending read ends now; busy ones close after their current response.
     pub(crate) fn start_drain(&self) {
         self.draining.set(true);
-        for (_, entry) in self.conns.borrow().iter() {
+        for (_, entry) in self.conns.borrow_mut().iter_mut() {
+            if let Some(waker) = entry.drain_waker.take() {
+                waker.wake();
+            }
             if entry.idle {
                 // SAFETY: the fd belongs to a connection that is still
                 // registered, so it is open; shutdown(2) does not close it,
@@ -93,6 +113,20 @@ impl ShardCtx {
                 unsafe { libc::shutdown(entry.fd, libc::SHUT_RD) };
             }
         }
+    }
+
+    /// Resolves once draining has started (for connection `key`).
+    pub(crate) async fn drain_started(&self, key: usize) {
+        std::future::poll_fn(|cx| {
+            if self.draining.get() {
+                return std::task::Poll::Ready(());
+            }
+            if let Some(entry) = self.conns.borrow_mut().get_mut(key) {
+                entry.drain_waker = Some(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+        .await
     }
 
     /// Resolves once every connection on the shard has closed.
@@ -176,6 +210,29 @@ impl ShardCtx {
         })
     }
 
+    /// A 301 to the same path and query over https (redirect listeners).
+    pub(crate) fn https_redirect(&self, req: &Request) -> Response {
+        let (domain, port) = &self.protocols.https_redirect;
+        let host = match domain {
+            Some(d) => d.clone(),
+            None => {
+                let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+                strip_port(host).to_owned()
+            }
+        };
+        let authority = if *port == 443 { host } else { format!("{host}:{port}") };
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let location = format!("https://{authority}{target}");
+        let mut res = error_response(StatusCode::MOVED_PERMANENTLY, None, None);
+        match HeaderValue::try_from(location) {
+            Ok(value) => {
+                res.headers_mut().insert(LOCATION, value);
+                res
+            }
+            Err(_) => error_response(StatusCode::BAD_REQUEST, None, None),
+        }
+    }
+
     /// [`Self::route`] then [`Self::call`] or the static files, falling
     /// through past static mounts that have nothing to serve.
     pub(crate) async fn dispatch(&self, mut req: Request, peer: SocketAddr, accept: Option<&HeaderValue>) -> Response {
@@ -211,6 +268,20 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+/// `host` without a `:port` suffix (IPv6 literals keep their brackets).
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return match rest.find(']') {
+            Some(i) => &host[..i + 2],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
     }
 }
 
@@ -281,6 +352,14 @@ mod tests {
         assert_eq!(strip_prefix(&uri, 4).unwrap(), "/users?x=1");
         let uri: Uri = "/api".parse().unwrap();
         assert_eq!(strip_prefix(&uri, 4).unwrap(), "/");
+    }
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
     }
 
     #[test]

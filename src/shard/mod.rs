@@ -18,11 +18,12 @@ use futures_util::{FutureExt, StreamExt};
 use monoio::blocking::DefaultThreadPool;
 use monoio::net::TcpListener;
 
-pub(crate) use ctx::{Route, ShardCtx};
+pub(crate) use ctx::{Protocols, Route, ShardCtx};
 
 use crate::apps::static_files::StaticFiles;
 use crate::config::{IoMode, Limits};
 use crate::mount::{Mount, MountSpec, MountTable, ShardInfo, Target};
+use crate::proto::ListenerRole;
 
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin the shard.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -41,7 +42,8 @@ pub(crate) struct ShardPlan {
     pub(crate) io: IoMode,
     pub(crate) limits: Limits,
     pub(crate) devel: bool,
-    pub(crate) listeners: Vec<StdTcpListener>,
+    pub(crate) listeners: Vec<(StdTcpListener, ListenerRole)>,
+    pub(crate) protocols: Protocols,
     pub(crate) mounts: Arc<Vec<(String, MountSpec)>>,
     pub(crate) pool: DefaultThreadPool,
 }
@@ -68,7 +70,7 @@ pub(crate) fn spawn(
 }
 
 fn run_shard(plan: ShardPlan, control: UnboundedReceiver<Control>) -> Result<(), String> {
-    let ShardPlan { info, core, io, limits, devel, listeners, mounts, pool } = plan;
+    let ShardPlan { info, core, io, limits, devel, listeners, protocols, mounts, pool } = plan;
     let pinned = core.is_some_and(core_affinity::set_for_current);
     let report = |choice: &driver::DriverChoice| {
         let core = core.filter(|_| pinned).map_or_else(|| "unpinned".to_owned(), |c| format!("core {}", c.id));
@@ -87,7 +89,7 @@ fn run_shard(plan: ShardPlan, control: UnboundedReceiver<Control>) -> Result<(),
                 })
                 .collect(),
         );
-        let ctx = Rc::new(ShardCtx::new(info.id, limits, devel, table));
+        let ctx = Rc::new(ShardCtx::new(info.id, limits, devel, protocols, table));
         shard_main(ctx, listeners, control).await
     })
     .map_err(|e| format!("shard {}: {e}", info.id))?
@@ -95,13 +97,13 @@ fn run_shard(plan: ShardPlan, control: UnboundedReceiver<Control>) -> Result<(),
 
 async fn shard_main(
     ctx: Rc<ShardCtx>,
-    listeners: Vec<StdTcpListener>,
+    listeners: Vec<(StdTcpListener, ListenerRole)>,
     mut control: UnboundedReceiver<Control>,
 ) -> Result<(), String> {
     let mut accepting = Vec::with_capacity(listeners.len());
-    for listener in listeners {
+    for (listener, role) in listeners {
         let listener = TcpListener::from_std(listener).map_err(|e| format!("shard {}: listener: {e}", ctx.id))?;
-        accepting.push(accept_loop(listener, ctx.clone()));
+        accepting.push(accept_loop(listener, role, ctx.clone()));
     }
     let accept_all = join_all(accepting);
     let stop = std::pin::pin!(control.next());
@@ -117,7 +119,7 @@ async fn shard_main(
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>) {
+async fn accept_loop(listener: TcpListener, role: ListenerRole, ctx: Rc<ShardCtx>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -125,8 +127,9 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>) {
                 let key = ctx.register(stream.as_raw_fd());
                 let ctx = ctx.clone();
                 monoio::spawn(async move {
-                    let served =
-                        AssertUnwindSafe(crate::proto::h1::serve(stream, peer, ctx.clone(), key)).catch_unwind().await;
+                    let served = AssertUnwindSafe(crate::proto::serve_connection(stream, peer, ctx.clone(), key, role))
+                        .catch_unwind()
+                        .await;
                     if served.is_err() {
                         tracing::error!(shard = ctx.id, %peer, "connection task panicked; connection dropped");
                     }

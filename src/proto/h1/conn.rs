@@ -138,28 +138,31 @@ enum Next {
     Close,
 }
 
-/// Serves one accepted connection until it closes.
-pub(crate) async fn serve<IO>(io: IO, peer: SocketAddr, shard: Rc<ShardCtx>, conn_key: usize)
-where
+/// Serves one accepted connection until it closes. `initial` holds bytes
+/// already read from it; with `redirect` every request is answered with a
+/// 301 to the same URL over https (the plain listener beside a TLS one).
+pub(crate) async fn serve<IO>(
+    io: IO,
+    peer: SocketAddr,
+    shard: Rc<ShardCtx>,
+    conn_key: usize,
+    initial: BytesMut,
+    redirect: bool,
+) where
     IO: Splitable + 'static,
     IO::OwnedRead: AsyncReadRent + 'static,
     IO::OwnedWrite: AsyncWriteRent + ZeroCopyWrite + 'static,
 {
     let (read, write) = io.into_split();
     let mut conn = Conn {
-        side: Some(ReadSide {
-            io: read,
-            buf: BytesMut::with_capacity(READ_BUF_SIZE),
-            timer: Deadline::new(),
-            decoder: Decoder::Done,
-            failure: None,
-        }),
+        side: Some(ReadSide { io: read, buf: initial, timer: Deadline::new(), decoder: Decoder::Done, failure: None }),
         write,
         write_timer: Deadline::new(),
         out: BytesMut::new(),
         peer,
         shard,
         conn_key,
+        redirect,
     };
     if let Err(e) = conn.run().await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -174,6 +177,8 @@ struct Conn<R, W> {
     peer: SocketAddr,
     shard: Rc<ShardCtx>,
     conn_key: usize,
+    /// Answer everything with a redirect to https.
+    redirect: bool,
 }
 
 impl<R, W> Conn<R, W>
@@ -262,15 +267,21 @@ where
         let is_head = request.method() == Method::HEAD;
         let shard = self.shard.clone();
         let mut from = 0;
-        let response = loop {
-            match shard.route(&mut request, self.peer, accept.as_ref(), from) {
-                Route::Respond(response) => break response,
-                Route::Handler(handler, mut cx) => break shard.call(handler, request, &mut cx, accept.as_ref()).await,
-                // Boxed so the file server's state does not enlarge every request's future.
-                Route::Static { files, strip, next } => match Box::pin(files.serve(&request, strip)).await {
-                    Some(response) => break response,
-                    None => from = next,
-                },
+        let response = if self.redirect {
+            shard.https_redirect(&request)
+        } else {
+            loop {
+                match shard.route(&mut request, self.peer, accept.as_ref(), from) {
+                    Route::Respond(response) => break response,
+                    Route::Handler(handler, mut cx) => {
+                        break shard.call(handler, request, &mut cx, accept.as_ref()).await;
+                    }
+                    // Boxed so the file server's state does not enlarge every request's future.
+                    Route::Static { files, strip, next } => match Box::pin(files.serve(&request, strip)).await {
+                        Some(response) => break response,
+                        None => from = next,
+                    },
+                }
             }
         };
         let keep_alive = keep_alive && !self.must_close(&response);
@@ -425,7 +436,11 @@ where
             self.flush().await?;
         }
 
-        let mut response = self.shard.dispatch(request, self.peer, accept.as_ref()).await;
+        let mut response = if self.redirect {
+            self.shard.https_redirect(&request)
+        } else {
+            self.shard.dispatch(request, self.peer, accept.as_ref()).await
+        };
 
         // A body that failed (too large, malformed, timed out) decides the
         // answer: the handler saw an error, the client gets the status.

@@ -1,0 +1,298 @@
+//! HTTP/2 (RFC 9113) with the `h2` crate: h2 over TLS (ALPN) and h2c by
+//! prior knowledge. Every stream goes through the same mount table,
+//! handlers, limits and error pages as HTTP/1.1.
+//!
+//! The connection task drives the `h2` connection and accepts streams;
+//! each stream runs as its own task on the shard. Request bodies stream to
+//! the handler with flow control (window released as the handler reads);
+//! response bodies are sent as the peer's window allows. Draining or a
+//! quiet connection sends GOAWAY and lets open streams finish.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::{Either, LocalBoxFuture, select};
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use http::header::{self, HeaderValue};
+use http::{Method, StatusCode, Uri};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::http::date::http_date;
+use crate::http::{Body, BodySource, Request, Response, SERVER_NAME, error_response};
+use crate::shard::ShardCtx;
+
+/// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
+pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Largest piece of a response body handed to `h2` at once.
+const MAX_DATA_CHUNK: usize = 64 * 1024;
+
+/// Serves one HTTP/2 connection until it closes.
+pub(crate) async fn serve<IO>(io: IO, peer: SocketAddr, shard: Rc<ShardCtx>, key: usize)
+where
+    IO: AsyncReadRent + AsyncWriteRent + Unpin + 'static,
+{
+    let settings = &shard.protocols.http2;
+    let limits = shard.limits;
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .initial_window_size(settings.initial_window_size)
+        .initial_connection_window_size(settings.initial_connection_window_size)
+        .max_frame_size(settings.max_frame_size)
+        .max_header_list_size(settings.max_header_list_size);
+    let io = monoio_compat::StreamWrapper::new(io);
+    let mut conn = match monoio::time::timeout(limits.header_timeout, builder.handshake::<_, Bytes>(io)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "HTTP/2 handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "HTTP/2 handshake timed out");
+            return;
+        }
+    };
+    let active = Rc::new(Cell::new(0usize));
+    let mut closing = false;
+    loop {
+        let event = {
+            let accept = std::pin::pin!(conn.accept());
+            let stop = std::pin::pin!(async {
+                if closing {
+                    std::future::pending::<()>().await;
+                }
+                let idle = async {
+                    // A connection with no open stream for `keep_alive` is closed.
+                    loop {
+                        monoio::time::sleep(limits.keep_alive).await;
+                        if active.get() == 0 {
+                            return;
+                        }
+                    }
+                };
+                let drain = shard.drain_started(key);
+                select(std::pin::pin!(idle), std::pin::pin!(drain)).await;
+            });
+            match select(accept, stop).await {
+                Either::Left((next, _)) => Some(next),
+                Either::Right(_) => None,
+            }
+        };
+        match event {
+            Some(Some(Ok((request, respond)))) => {
+                active.set(active.get() + 1);
+                let stream = Stream { shard: shard.clone(), peer, active: active.clone() };
+                monoio::spawn(stream.handle(request, respond));
+            }
+            Some(Some(Err(e))) => {
+                tracing::debug!(%peer, error = %e, "HTTP/2 connection error");
+                break;
+            }
+            Some(None) => break,
+            None => {
+                // Draining or idle: GOAWAY with the last stream id; open streams finish.
+                conn.graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+/// One request/response exchange on a stream.
+struct Stream {
+    shard: Rc<ShardCtx>,
+    peer: SocketAddr,
+    active: Rc<Cell<usize>>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.active.set(self.active.get() - 1);
+    }
+}
+
+impl Stream {
+    async fn handle(self, request: http::Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+        let limits = self.shard.limits;
+        let (mut parts, recv) = request.into_parts();
+        let accept = parts.headers.get(header::ACCEPT).cloned();
+        // Handlers see the same request as over HTTP/1.1: an origin-form
+        // target and a Host field (from :authority).
+        if !parts.headers.contains_key(header::HOST) {
+            if let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        parts.uri = Uri::try_from(target).unwrap_or_else(|_| Uri::from_static("/"));
+        let is_head = parts.method == Method::HEAD;
+
+        let declared =
+            parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limits.max_upload_size) {
+            let response = error_response(StatusCode::PAYLOAD_TOO_LARGE, accept.as_ref(), None);
+            send(&mut respond, response, is_head).await;
+            return;
+        }
+        let failure = Rc::new(RefCell::new(None));
+        let body = if recv.is_end_stream() {
+            Body::empty()
+        } else {
+            Body::incoming(Box::new(H2Body {
+                recv,
+                limit: limits.max_upload_size,
+                timeout: limits.request_timeout,
+                received: 0,
+                declared,
+                failure: failure.clone(),
+            }))
+        };
+        let request = Request::from_parts(parts, body);
+        let mut response = self.shard.dispatch(request, self.peer, accept.as_ref()).await;
+        if let Some(error) = failure.borrow_mut().take() {
+            let status = error.status().unwrap_or(StatusCode::BAD_REQUEST);
+            response = error_response(status, accept.as_ref(), None);
+        }
+        send(&mut respond, response, is_head).await;
+    }
+}
+
+/// Sends `response` on the stream: head, then the body as the window allows.
+async fn send(respond: &mut SendResponse<Bytes>, response: Response, is_head: bool) {
+    if let Err(e) = try_send(respond, response, is_head).await {
+        tracing::debug!(error = %e, "HTTP/2 response not completed");
+        respond.send_reset(h2::Reason::INTERNAL_ERROR);
+    }
+}
+
+async fn try_send(respond: &mut SendResponse<Bytes>, response: Response, is_head: bool) -> Result<()> {
+    let (mut parts, body) = response.into_parts();
+    // Connection-specific fields are not allowed in HTTP/2 (RFC 9113 §8.2.2).
+    for name in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::TE] {
+        parts.headers.remove(name);
+    }
+    parts.headers.remove("keep-alive");
+    parts.headers.remove("proxy-connection");
+    if !parts.headers.contains_key(header::SERVER) {
+        parts.headers.insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        if let Ok(date) = HeaderValue::from_bytes(&http_date()) {
+            parts.headers.insert(header::DATE, date);
+        }
+    }
+    let no_body = parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if !no_body {
+        if let Some(len) = body.exact_len() {
+            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+    }
+    let head = http::Response::from_parts(parts, ());
+    let skip_body = is_head || no_body;
+    match body.try_into_full() {
+        Ok(full) => {
+            let bytes = full.filter(|_| !skip_body);
+            let mut stream = respond.send_response(head, bytes.is_none()).map_err(h2_error)?;
+            if let Some(bytes) = bytes {
+                send_data(&mut stream, bytes, true).await?;
+            }
+        }
+        Err(mut body) => {
+            let mut stream = respond.send_response(head, skip_body).map_err(h2_error)?;
+            if !skip_body {
+                while let Some(chunk) = body.chunk().await {
+                    send_data(&mut stream, chunk?, false).await?;
+                }
+                stream.send_data(Bytes::new(), true).map_err(h2_error)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends `data` in pieces the peer's flow-control window allows.
+async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<()> {
+    if data.is_empty() {
+        if end {
+            stream.send_data(data, true).map_err(h2_error)?;
+        }
+        return Ok(());
+    }
+    while !data.is_empty() {
+        stream.reserve_capacity(data.len().min(MAX_DATA_CHUNK));
+        let granted = match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => return Err(h2_error(e)),
+            None => return Err(Error::new(ErrorKind::Internal, "stream closed by the peer")),
+        };
+        if granted == 0 {
+            continue;
+        }
+        let piece = data.split_to(granted.min(data.len()));
+        stream.send_data(piece, end && data.is_empty()).map_err(h2_error)?;
+    }
+    Ok(())
+}
+
+fn h2_error(e: h2::Error) -> Error {
+    Error::new(ErrorKind::Internal, "HTTP/2 stream error").with_source(e)
+}
+
+/// A request body read from an HTTP/2 stream, releasing window as it goes.
+struct H2Body {
+    recv: RecvStream,
+    limit: u64,
+    timeout: Duration,
+    received: u64,
+    declared: Option<u64>,
+    /// Set when the body failed; the response becomes this error.
+    failure: Rc<RefCell<Option<Error>>>,
+}
+
+impl H2Body {
+    fn fail(&mut self, kind: ErrorKind, detail: &'static str) -> Option<Result<Bytes>> {
+        *self.failure.borrow_mut() = Some(Error::new(kind, detail));
+        Some(Err(Error::new(kind, detail)))
+    }
+}
+
+impl BodySource for H2Body {
+    fn next_chunk(&mut self) -> LocalBoxFuture<'_, Option<Result<Bytes>>> {
+        Box::pin(async move {
+            match monoio::time::timeout(self.timeout, self.recv.data()).await {
+                Err(_) => self.fail(ErrorKind::Timeout, "request body timed out"),
+                Ok(None) => {
+                    if self.declared.is_some_and(|n| n != self.received) {
+                        return self.fail(ErrorKind::BadRequest, "request body shorter than its content-length");
+                    }
+                    None
+                }
+                Ok(Some(Err(_))) => self.fail(ErrorKind::BadRequest, "request body stream failed"),
+                Ok(Some(Ok(bytes))) => {
+                    let _ = self.recv.flow_control().release_capacity(bytes.len());
+                    self.received += bytes.len() as u64;
+                    if self.received > self.limit {
+                        return self.fail(ErrorKind::PayloadTooLarge, "request body exceeds max_upload_size");
+                    }
+                    if self.declared.is_some_and(|n| self.received > n) {
+                        return self.fail(ErrorKind::BadRequest, "request body longer than its content-length");
+                    }
+                    Some(Ok(bytes))
+                }
+            }
+        })
+    }
+
+    fn remaining(&self) -> Option<u64> {
+        self.declared.map(|n| n.saturating_sub(self.received))
+    }
+}
