@@ -6,6 +6,7 @@
 //! - `/panic`        → the handler panics; the client gets a 500, the shard lives on
 //! - `/delay?ms=N`   → answers `done` after N milliseconds (for drain tests)
 //! - `/v1/...`       → JSON describing the mount (shows prefix stripping; `/v1` → 308)
+//! - `/push`         → text; over HTTP/2 it also pushes `/v1/pushed`
 //!
 //! Run: `cargo run --release --example hello -- --port 5000`; every skitai flag works.
 
@@ -60,6 +61,14 @@ fn main() {
                     .min(60_000);
                 skitai::time::sleep(std::time::Duration::from_millis(ms)).await;
                 Response::text("done")
+            }),
+        )
+        .mount(
+            "/push",
+            handler_fn(|_req: Request, cx: &mut Ctx| {
+                // Over HTTP/2 (when the client allows it) /v1/pushed arrives as a push.
+                cx.push("/v1/pushed");
+                async move { Response::text("pushed /v1/pushed") }
             }),
         )
         .mount(

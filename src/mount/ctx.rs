@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use http::{Uri, Version};
 
@@ -15,7 +16,15 @@ pub struct Ctx {
     pub(crate) original_uri: Uri,
     pub(crate) version: Version,
     pub(crate) devel: bool,
+    /// Where `push` records paths, on HTTP/2 connections.
+    pub(crate) pushes: Option<PushSink>,
 }
+
+/// The paths a handler asked to push (HTTP/2 server push), kept in the
+/// request's extensions by the HTTP/2 connection until the context is built.
+/// (Request extensions must be `Send + Sync`, hence the uncontended mutex.)
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PushSink(pub(crate) Arc<Mutex<Vec<String>>>);
 
 impl Ctx {
     /// The client's address.
@@ -51,5 +60,18 @@ impl Ctx {
     /// True when the server runs with `--devel`.
     pub fn devel(&self) -> bool {
         self.devel
+    }
+
+    /// Asks to push the resource at `path` (an absolute path such as
+    /// `/static/app.css`) with this response: on HTTP/2, when the client
+    /// allows push, a PUSH_PROMISE goes out before the response and the
+    /// resource is served through the mount table as a GET. Over HTTP/1.1,
+    /// or when the client disabled push, nothing happens.
+    pub fn push(&mut self, path: &str) {
+        if let Some(sink) = &self.pushes {
+            if path.starts_with('/') {
+                sink.0.lock().unwrap_or_else(|e| e.into_inner()).push(path.to_owned());
+            }
+        }
     }
 }

@@ -15,7 +15,7 @@ use slab::Slab;
 use crate::apps::static_files::StaticFiles;
 use crate::config::Limits;
 use crate::http::{Request, Response, error_response};
-use crate::mount::{Ctx, Handler, Lookup, MountTable, Target};
+use crate::mount::{Ctx, Handler, Lookup, MountTable, PushSink, Target};
 
 /// A live connection as the shard sees it: enough to close it when draining.
 struct ConnEntry {
@@ -186,6 +186,7 @@ impl ShardCtx {
             version: req.version(),
             original_uri,
             devel: self.devel,
+            pushes: req.extensions_mut().remove::<PushSink>(),
         };
         Route::Handler(handler, cx)
     }

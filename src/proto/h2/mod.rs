@@ -24,6 +24,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::date::http_date;
 use crate::http::{Body, BodySource, Request, Response, SERVER_NAME, error_response};
+use crate::mount::PushSink;
 use crate::shard::ShardCtx;
 
 /// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
@@ -129,8 +130,12 @@ impl Stream {
                 parts.headers.insert(header::HOST, host);
             }
         }
+        let authority = parts.uri.authority().cloned();
+        let scheme = parts.uri.scheme().cloned();
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         parts.uri = Uri::try_from(target).unwrap_or_else(|_| Uri::from_static("/"));
+        let pushes = PushSink::default();
+        parts.extensions.insert(pushes.clone());
         let is_head = parts.method == Method::HEAD;
 
         let declared =
@@ -153,25 +158,112 @@ impl Stream {
                 failure: failure.clone(),
             }))
         };
+        let push_headers = pushed_request_headers(&parts.headers);
         let request = Request::from_parts(parts, body);
         let mut response = self.shard.dispatch(request, self.peer, accept.as_ref()).await;
         if let Some(error) = failure.borrow_mut().take() {
             let status = error.status().unwrap_or(StatusCode::BAD_REQUEST);
             response = error_response(status, accept.as_ref(), None);
         }
+        // Promises go out before the response that needs them (RFC 9113 §8.4).
+        let paths = std::mem::take(&mut *pushes.0.lock().unwrap_or_else(|e| e.into_inner()));
+        if let (false, Some(authority)) = (paths.is_empty(), authority) {
+            let scheme = scheme.unwrap_or(http::uri::Scheme::HTTPS);
+            for path in paths {
+                self.push(&mut respond, &scheme, &authority, &path, &push_headers);
+            }
+        }
         send(&mut respond, response, is_head).await;
+    }
+
+    /// Promises `path` to the client and serves it on the promised stream,
+    /// as a GET through the mount table. Does nothing if the client refuses
+    /// pushes (SETTINGS_ENABLE_PUSH = 0) or the promise cannot be made.
+    fn push(
+        &self,
+        respond: &mut SendResponse<Bytes>,
+        scheme: &http::uri::Scheme,
+        authority: &http::uri::Authority,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) {
+        let Ok(uri) = Uri::builder().scheme(scheme.clone()).authority(authority.clone()).path_and_query(path).build()
+        else {
+            return;
+        };
+        let mut promise = http::Request::new(());
+        *promise.uri_mut() = uri;
+        let mut pushed = match respond.push_request(promise) {
+            Ok(pushed) => pushed,
+            Err(e) => {
+                tracing::debug!(path, error = %e, "push not sent");
+                return;
+            }
+        };
+        let mut request = Request::new(Body::empty());
+        *request.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+        *request.version_mut() = http::Version::HTTP_2;
+        *request.headers_mut() = headers.clone();
+        let shard = self.shard.clone();
+        let peer = self.peer;
+        self.active.set(self.active.get() + 1);
+        let stream = Stream { shard, peer, active: self.active.clone() };
+        monoio::spawn(async move {
+            let accept = request.headers().get(header::ACCEPT).cloned();
+            let response = stream.shard.dispatch(request, stream.peer, accept.as_ref()).await;
+            send(&mut pushed, response, false).await;
+            drop(stream);
+        });
+    }
+}
+
+/// The fields a pushed GET carries over from the request that pushed it:
+/// what decides the representation (`Accept*`, `User-Agent`) and `Host`.
+fn pushed_request_headers(from: &http::HeaderMap) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    for name in [header::HOST, header::ACCEPT_ENCODING, header::ACCEPT_LANGUAGE, header::USER_AGENT] {
+        if let Some(value) = from.get(&name) {
+            headers.insert(name, value.clone());
+        }
+    }
+    headers
+}
+
+/// Either kind of stream a response is sent on: a request's, or a pushed one.
+trait Respond {
+    fn send_head(&mut self, head: http::Response<()>, end: bool) -> std::result::Result<SendStream<Bytes>, h2::Error>;
+    fn reset(&mut self, reason: h2::Reason);
+}
+
+impl Respond for SendResponse<Bytes> {
+    fn send_head(&mut self, head: http::Response<()>, end: bool) -> std::result::Result<SendStream<Bytes>, h2::Error> {
+        self.send_response(head, end)
+    }
+
+    fn reset(&mut self, reason: h2::Reason) {
+        self.send_reset(reason);
+    }
+}
+
+impl Respond for h2::server::SendPushedResponse<Bytes> {
+    fn send_head(&mut self, head: http::Response<()>, end: bool) -> std::result::Result<SendStream<Bytes>, h2::Error> {
+        self.send_response(head, end)
+    }
+
+    fn reset(&mut self, reason: h2::Reason) {
+        self.send_reset(reason);
     }
 }
 
 /// Sends `response` on the stream: head, then the body as the window allows.
-async fn send(respond: &mut SendResponse<Bytes>, response: Response, is_head: bool) {
+async fn send(respond: &mut impl Respond, response: Response, is_head: bool) {
     if let Err(e) = try_send(respond, response, is_head).await {
         tracing::debug!(error = %e, "HTTP/2 response not completed");
-        respond.send_reset(h2::Reason::INTERNAL_ERROR);
+        respond.reset(h2::Reason::INTERNAL_ERROR);
     }
 }
 
-async fn try_send(respond: &mut SendResponse<Bytes>, response: Response, is_head: bool) -> Result<()> {
+async fn try_send(respond: &mut impl Respond, response: Response, is_head: bool) -> Result<()> {
     let (mut parts, body) = response.into_parts();
     // Connection-specific fields are not allowed in HTTP/2 (RFC 9113 §8.2.2).
     for name in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::TE] {
@@ -201,13 +293,13 @@ async fn try_send(respond: &mut SendResponse<Bytes>, response: Response, is_head
     match body.try_into_full() {
         Ok(full) => {
             let bytes = full.filter(|_| !skip_body);
-            let mut stream = respond.send_response(head, bytes.is_none()).map_err(h2_error)?;
+            let mut stream = respond.send_head(head, bytes.is_none()).map_err(h2_error)?;
             if let Some(bytes) = bytes {
                 send_data(&mut stream, bytes, true).await?;
             }
         }
         Err(mut body) => {
-            let mut stream = respond.send_response(head, skip_body).map_err(h2_error)?;
+            let mut stream = respond.send_head(head, skip_body).map_err(h2_error)?;
             if !skip_body {
                 while let Some(chunk) = body.chunk().await {
                     send_data(&mut stream, chunk?, false).await?;
