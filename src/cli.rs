@@ -42,6 +42,13 @@ pub struct Cli {
     /// Quiet: warnings and errors only.
     #[arg(long, global = true)]
     pub silent: bool,
+    /// When started as root: the user to switch to once the ports are bound
+    /// and the keys read (default: `SUDO_USER`, if set).
+    #[arg(long, global = true)]
+    pub user: Option<String>,
+    /// When started as root: the group to switch to (default: the user's primary group).
+    #[arg(long, global = true)]
+    pub group: Option<String>,
     /// Mount a target at a path, e.g. `--mount /static=./public` (repeatable).
     #[arg(long = "mount", global = true, value_name = "POINT=TARGET")]
     pub mounts: Vec<String>,
@@ -77,6 +84,12 @@ impl Cli {
         }
         if let Some(v) = self.io {
             s.io = v;
+        }
+        if let Some(v) = &self.user {
+            s.user = Some(v.clone());
+        }
+        if let Some(v) = &self.group {
+            s.group = Some(v.clone());
         }
         for spec in &self.mounts {
             let (path, target) = spec

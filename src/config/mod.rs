@@ -254,6 +254,11 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Longest request target.
     pub max_uri_size: ByteSize,
+    /// When started as root: switch to this user after binding ports and
+    /// reading keys (default: `SUDO_USER`, when set).
+    pub user: Option<String>,
+    /// When started as root: switch to this group (default: the user's primary group).
+    pub group: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -273,6 +278,8 @@ impl Default for ServerConfig {
             max_header_size: ByteSize(DEFAULT_MAX_HEADER_SIZE),
             max_headers: DEFAULT_MAX_HEADERS,
             max_uri_size: ByteSize(DEFAULT_MAX_URI_SIZE),
+            user: None,
+            group: None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The engine: the builder an embedding program uses, start-up, and shutdown.
 
+mod privileges;
 mod server;
 mod signals;
 

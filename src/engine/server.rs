@@ -147,6 +147,8 @@ impl Server {
                 );
             }
         }
+        // Ports are bound and keys read: root is no longer needed.
+        super::privileges::drop_privileges(s.user.as_deref(), s.group.as_deref())?;
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let pool = DefaultThreadPool::new(s.threads);
         let mounts = Arc::new(mounts);
