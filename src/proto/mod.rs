@@ -43,7 +43,8 @@ pub(crate) async fn serve_connection(
     role: ListenerRole,
 ) {
     if role == ListenerRole::RedirectToHttps {
-        return h1::serve(stream, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), true).await;
+        h1::serve(stream, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), true, false).await;
+        return;
     }
     if let Some(acceptor) = shard.protocols.tls.clone() {
         let handshake = monoio::time::timeout(shard.protocols.handshake_timeout, acceptor.accept(stream)).await;
@@ -61,10 +62,12 @@ pub(crate) async fn serve_connection(
         if tls.alpn_protocol().as_deref() == Some(crate::net::tls::ALPN_H2) {
             return h2::serve(tls, peer, shard, key).await;
         }
-        return h1::serve(tls, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), false).await;
+        h1::serve(tls, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), false, false).await;
+        return;
     }
     if !shard.protocols.http2.enabled {
-        return h1::serve(stream, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), false).await;
+        h1::serve(stream, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), false, false).await;
+        return;
     }
     // Plain: read the first bytes and decide between h2c and HTTP/1.1.
     let mut stream = stream;
@@ -86,11 +89,53 @@ pub(crate) async fn serve_connection(
         }
         let seen = buf.len().min(h2::PREFACE.len());
         if buf[..seen] != h2::PREFACE[..seen] {
-            return h1::serve(stream, peer, shard, key, buf, false).await;
+            if let Some(upgrade) = h1::serve(stream, peer, shard.clone(), key, buf, false, true).await {
+                serve_upgraded(upgrade, peer, shard, key).await;
+            }
+            return;
         }
         if seen == h2::PREFACE.len() {
             return h2::serve(Prefixed::new(buf.freeze(), stream), peer, shard, key).await;
         }
         // A prefix of the preface so far: read on.
     }
+}
+
+/// Continues a connection that switched from HTTP/1.1 with `Upgrade: h2c`:
+/// waits for the client's preface and SETTINGS, then starts HTTP/2 with the
+/// upgrade request placed as stream 1 right after them.
+async fn serve_upgraded(
+    upgrade: h1::H2cUpgrade<monoio::net::tcp::TcpOwnedReadHalf, monoio::net::tcp::TcpOwnedWriteHalf>,
+    peer: SocketAddr,
+    shard: Rc<ShardCtx>,
+    key: usize,
+) {
+    let h1::H2cUpgrade { read, write, mut buffered, request_frame } = upgrade;
+    let Ok(mut stream) = read.reunite(write) else { return };
+    let at = loop {
+        match h2::upgrade::injection_point(&buffered) {
+            Ok(Some(at)) => break at,
+            Err(()) => {
+                tracing::debug!(%peer, "no HTTP/2 preface after 101 Switching Protocols");
+                return;
+            }
+            Ok(None) => {}
+        }
+        if buffered.capacity() - buffered.len() < 1024 {
+            buffered.reserve(FIRST_READ_SIZE);
+        }
+        let (len, cap) = (buffered.len(), buffered.capacity());
+        let read = monoio::time::timeout(shard.limits.header_timeout, stream.read(buffered.slice_mut(len..cap))).await;
+        let Ok((result, slice)) = read else { return };
+        buffered = slice.into_inner();
+        match result {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    };
+    let mut prefix = BytesMut::with_capacity(buffered.len() + request_frame.len());
+    prefix.extend_from_slice(&buffered[..at]);
+    prefix.extend_from_slice(&request_frame);
+    prefix.extend_from_slice(&buffered[at..]);
+    h2::serve(Prefixed::new(prefix.freeze(), stream), peer, shard, key).await
 }

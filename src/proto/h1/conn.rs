@@ -136,11 +136,25 @@ impl<R: AsyncReadRent + 'static> BodySource for H1Body<R> {
 enum Next {
     KeepAlive,
     Close,
+    /// Switch to HTTP/2 (`Upgrade: h2c`); the request goes on as stream 1.
+    UpgradeH2c,
+}
+
+/// A connection handed over to HTTP/2 after `101 Switching Protocols`.
+pub(crate) struct H2cUpgrade<R, W> {
+    pub(crate) read: R,
+    pub(crate) write: W,
+    /// Bytes the client sent after the upgrade request.
+    pub(crate) buffered: BytesMut,
+    /// The upgrade request as a HEADERS frame on stream 1.
+    pub(crate) request_frame: Bytes,
 }
 
 /// Serves one accepted connection until it closes. `initial` holds bytes
 /// already read from it; with `redirect` every request is answered with a
 /// 301 to the same URL over https (the plain listener beside a TLS one).
+/// With `h2c_upgrade`, a request asking for `Upgrade: h2c` ends HTTP/1.1 on
+/// this connection and the halves come back for HTTP/2.
 pub(crate) async fn serve<IO>(
     io: IO,
     peer: SocketAddr,
@@ -148,7 +162,9 @@ pub(crate) async fn serve<IO>(
     conn_key: usize,
     initial: BytesMut,
     redirect: bool,
-) where
+    h2c_upgrade: bool,
+) -> Option<H2cUpgrade<IO::OwnedRead, IO::OwnedWrite>>
+where
     IO: Splitable + 'static,
     IO::OwnedRead: AsyncReadRent + 'static,
     IO::OwnedWrite: AsyncWriteRent + ZeroCopyWrite + 'static,
@@ -163,10 +179,16 @@ pub(crate) async fn serve<IO>(
         shard,
         conn_key,
         redirect,
+        h2c_upgrade,
+        upgrade: None,
     };
     if let Err(e) = conn.run().await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+        return None;
     }
+    let request_frame = conn.upgrade.take()?;
+    let side = conn.side.take()?;
+    Some(H2cUpgrade { read: side.io, write: conn.write, buffered: side.buf, request_frame })
 }
 
 struct Conn<R, W> {
@@ -179,6 +201,10 @@ struct Conn<R, W> {
     conn_key: usize,
     /// Answer everything with a redirect to https.
     redirect: bool,
+    /// Honour `Upgrade: h2c` (plain connections with HTTP/2 enabled).
+    h2c_upgrade: bool,
+    /// Set when a request switched the connection to HTTP/2.
+    upgrade: Option<Bytes>,
 }
 
 impl<R, W> Conn<R, W>
@@ -206,8 +232,13 @@ where
                         } else {
                             Box::pin(self.handle_with_body(head)).await?
                         };
-                        if next == Next::Close {
-                            return self.flush_and_close().await;
+                        match next {
+                            Next::Close => return self.flush_and_close().await,
+                            Next::UpgradeH2c => {
+                                self.out.put_slice(crate::proto::h2::upgrade::SWITCHING);
+                                return self.flush().await;
+                            }
+                            Next::KeepAlive => {}
                         }
                     }
                     Ok(None) => break,
@@ -266,6 +297,13 @@ where
         let http10 = request.version() == Version::HTTP_10;
         let is_head = request.method() == Method::HEAD;
         let shard = self.shard.clone();
+        if self.h2c_upgrade && !http10 {
+            let max_frame = shard.protocols.http2.max_frame_size as usize;
+            if let Some(frame) = crate::proto::h2::upgrade::upgrade_frame(&request, max_frame) {
+                self.upgrade = Some(frame);
+                return Next::UpgradeH2c;
+            }
+        }
         let mut from = 0;
         let response = if self.redirect {
             shard.https_redirect(&request)

@@ -6,4 +6,4 @@ pub(crate) mod decode;
 pub(crate) mod encode;
 pub(crate) mod parse;
 
-pub(crate) use conn::serve;
+pub(crate) use conn::{H2cUpgrade, serve};

@@ -27,6 +27,8 @@ use crate::http::{Body, BodySource, Request, Response, SERVER_NAME, error_respon
 use crate::mount::PushSink;
 use crate::shard::ShardCtx;
 
+pub(crate) mod upgrade;
+
 /// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
