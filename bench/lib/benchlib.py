@@ -130,6 +130,42 @@ def ensure_fixtures(ctx: Ctx) -> Path:
     return d
 
 
+# Transports a workload can ask the servers for (Workload.transport):
+#   plain   HTTP/1.1 on a plain port (every existing workload)
+#   h2c     HTTP/2 by prior knowledge on a plain port
+#   h2-tls  TLS with ALPN h2 (skitai: its [tls] config; nginx: `listen ... ssl http2`)
+#   tls-h1  HTTP/1.1 over TLS (skitai: the same [tls] config; nginx: `listen ... ssl`)
+TRANSPORTS = ("plain", "h2c", "h2-tls", "tls-h1")
+TLS_TRANSPORTS = ("h2-tls", "tls-h1")
+
+
+def tls_dir(ctx: Ctx) -> Path:
+    return ctx.tmp / "tls"
+
+
+def ensure_tls_cert(ctx: Ctx) -> tuple[Path, Path]:
+    """A self-signed EC P-256 certificate for 127.0.0.1 / localhost, generated once per run
+    with the `openssl` CLI into <run temp dir>/tls ($TLS): (cert.pem, key.pem, PKCS#8)."""
+    d = tls_dir(ctx)
+    cert, key = d / "cert.pem", d / "key.pem"
+    if cert.exists() and key.exists():
+        return cert, key
+    d.mkdir(parents=True, exist_ok=True)
+    d.chmod(0o700)
+    argv = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", str(key), "-out", str(cert), "-days", "30", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if p.returncode != 0 or not cert.exists() or not key.exists():
+        raise Skip(f"openssl could not make the test certificate: {(p.stderr or p.stdout).strip()[-300:]}")
+    return cert, key
+
+
+TLS_CERT_CMD = ('openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes '
+                '-keyout $TLS/key.pem -out $TLS/cert.pem -days 30 -subj /CN=localhost '
+                '-addext subjectAltName=IP:127.0.0.1,DNS:localhost')
+
+
 def _cmd_out(argv: list[str], cwd: Path | None = None) -> str:
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=cwd)
@@ -156,6 +192,7 @@ def machine_info(ctx: Ctx) -> dict[str, str]:
     head = _cmd_out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
     dirty = _cmd_out(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
     wrk_v = _cmd_out(["wrk", "-v"]).splitlines()
+    h2load_v = _cmd_out(["h2load", "--version"]).splitlines()
     return {
         "date": ctx.started,
         "nproc": str(os.cpu_count()),
@@ -167,6 +204,8 @@ def machine_info(ctx: Ctx) -> dict[str, str]:
                     if ctx.pinned else "none (fewer than 2 CPUs)"),
         "skitai commit": (head + (" (dirty)" if dirty and dirty != "?" else "")) if head else "?",
         "wrk": wrk_v[0] if wrk_v else "?",
+        "h2load": h2load_v[0] if h2load_v else "?",
+        "openssl": _cmd_out(["openssl", "version"]),
         "nginx": _cmd_out([which("nginx") or "nginx", "-v"]).replace("nginx version: ", ""),
         "rustc": _cmd_out(["rustc", "-V"]),
         "mode": (f"{'quick' if ctx.quick else 'full'}: {ctx.rounds} round(s), "
@@ -178,7 +217,8 @@ def machine_info(ctx: Ctx) -> dict[str, str]:
 # Setup: apt packages, cargo builds, Python Skitai venv
 # --------------------------------------------------------------------------
 
-APT_TOOLS = {"wrk": "wrk", "nginx": "nginx", "h2load": "nghttp2-client", "taskset": "util-linux"}
+APT_TOOLS = {"wrk": "wrk", "nginx": "nginx", "h2load": "nghttp2-client", "taskset": "util-linux",
+             "openssl": "openssl", "curl": "curl"}
 
 
 def ensure_tools(ctx: Ctx) -> None:
@@ -392,8 +432,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_get(port: int, path: str = "/", timeout: float = 2.0) -> tuple[int, bytes]:
-    with socket.create_connection((HOST, port), timeout=timeout) as s:
+def http_get(port: int, path: str = "/", timeout: float = 2.0, tls: bool = False) -> tuple[int, bytes]:
+    """GET over HTTP/1.1 (with `tls`: over TLS, ALPN http/1.1, certificate not verified)."""
+    with socket.create_connection((HOST, port), timeout=timeout) as raw:
+        s = raw
+        if tls:
+            import ssl
+            c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            c.check_hostname = False
+            c.verify_mode = ssl.CERT_NONE
+            c.set_alpn_protocols(["http/1.1"])
+            s = c.wrap_socket(raw, server_hostname="localhost")
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while True:
@@ -411,21 +460,69 @@ def http_get(port: int, path: str = "/", timeout: float = 2.0) -> tuple[int, byt
     return int(head.split()[1]), body
 
 
+def curl_h2_get(port: int, path: str = "/", timeout: float = 2.0, tls: bool = False) -> tuple[int, bytes]:
+    """GET over HTTP/2 with curl: h2c by prior knowledge, or TLS with ALPN h2 (`tls`).
+    Raises ValueError unless the answer really came over HTTP/2."""
+    url = f"{'https' if tls else 'http'}://{HOST}:{port}{path}"
+    argv = ["curl", "-s"] + (["-k", "--http2"] if tls else ["--http2-prior-knowledge"]) + [
+        "-o", "-", "-w", "\n%{http_code} %{http_version}", "--max-time", str(timeout), url]
+    p = subprocess.run(argv, capture_output=True, timeout=timeout + 5)
+    if p.returncode != 0:
+        raise OSError(f"curl exit {p.returncode}")
+    body, _, tail = p.stdout.rpartition(b"\n")
+    code, _, version = tail.decode().partition(" ")
+    if version != "2":
+        raise ValueError(f"answered over HTTP/{version}, not HTTP/2")
+    return int(code), body
+
+
+def probe_get(transport: str, port: int, path: str = "/", timeout: float = 2.0) -> tuple[int, bytes]:
+    """GET `path` the way the workload's transport speaks (start_server's readiness check)."""
+    if transport == "h2c":
+        return curl_h2_get(port, path, timeout)
+    if transport == "h2-tls":
+        return curl_h2_get(port, path, timeout, tls=True)
+    return http_get(port, path, timeout, tls=transport == "tls-h1")
+
+
+def _kx_name(v: str) -> str:
+    """"X25519, 253 bits" (openssl s_client) or "X25519 253 bits" (h2load) -> "X25519"."""
+    return v.split(",")[0].split()[0] if v.strip() else ""
+
+
+def tls_session_info(port: int) -> str:
+    """Protocol, cipher and key exchange a default OpenSSL client (as wrk's) negotiates,
+    from `openssl s_client`."""
+    try:
+        p = subprocess.run(["openssl", "s_client", "-connect", f"{HOST}:{port}", "-servername", "localhost"],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    proto = cipher = kx = ""
+    for line in p.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("New, ") and ", Cipher is " in line:
+            proto, cipher = line[5:].split(", Cipher is ", 1)
+        elif line.startswith("Server Temp Key:"):
+            kx = _kx_name(line.split(":", 1)[1])
+    return " ".join(x for x in (proto, cipher, kx) if x) or "?"
+
+
 class Server:
-    """A server under test. `argv()` raises Skip for a route it cannot serve."""
+    """A server under test. `argv()` raises Skip for a route or transport it cannot serve."""
 
     name = "?"
     desc = "?"
     is_skitai = False
     ready_timeout = 20.0
 
-    def argv(self, ctx: Ctx, port: int, route: str, workdir: Path) -> list[str]:
+    def argv(self, ctx: Ctx, port: int, route: str, workdir: Path, transport: str = "plain") -> list[str]:
         raise NotImplementedError
 
     def env(self, ctx: Ctx, workdir: Path) -> dict[str, str]:
         return dict(os.environ)
 
-    def describe(self, route: str) -> str:
+    def describe(self, route: str, transport: str = "plain") -> str:
         """What this server is for a route (results files); `desc` is the general one."""
         return self.desc
 
@@ -453,26 +550,49 @@ class SkitaiServer(Server):
         self.name = f"skitai-{io}"
         self.desc = f"skitai, 1 shard, `--io {io}` (hello: `examples/hello`; static: the `skitai` binary)"
 
-    def describe(self, route):
+    def describe(self, route, transport="plain"):
+        extra = {"h2c": ", h2c by prior knowledge (on by default on plain ports)",
+                 "h2-tls": ", `-c tls.toml` ([tls] cert/key: TLS, ALPN h2)",
+                 "tls-h1": ", `-c tls.toml` ([tls] cert/key: TLS, HTTP/1.1)"}.get(transport, "")
         if route == "static":
-            return f"the `skitai` binary, 1 shard, `--io {self.io}`, `--mount /=$FIXTURES`"
-        return f"skitai `examples/hello`, 1 shard, `--io {self.io}`"
+            return f"the `skitai` binary, 1 shard, `--io {self.io}`, `--mount /=$FIXTURES`{extra}"
+        return f"skitai `examples/hello`, 1 shard, `--io {self.io}`{extra}"
 
-    def argv(self, ctx, port, route, workdir):
+    TLS_CONF = """[tls]
+cert = "{cert}"
+key = "{key}"
+"""
+
+    def argv(self, ctx, port, route, workdir, transport="plain"):
         if route == "static":
             if "skitai" in ctx.skitai_missing:
                 raise Skip(ctx.skitai_missing["skitai"])
-            return [str(skitai_main_bin()), "--address", HOST, "--port", str(port), "--shards", "1",
+            argv = [str(skitai_main_bin()), "--address", HOST, "--port", str(port), "--shards", "1",
                     "--io", self.io, "--silent", "--mount", f"/={ensure_fixtures(ctx)}"]
-        if route != "hello":
+        elif route != "hello":
             raise Skip(f"skitai has no `{route}` example yet")
-        if "hello" in ctx.skitai_missing:
-            raise Skip(ctx.skitai_missing["hello"])
-        argv = [str(skitai_hello_bin()), "--port", str(port), "--shards", "1",
-                "--io", self.io, "--silent"]
-        if _skitai_has_address_flag():
-            argv[1:1] = ["--address", HOST]
+        else:
+            if "hello" in ctx.skitai_missing:
+                raise Skip(ctx.skitai_missing["hello"])
+            argv = [str(skitai_hello_bin()), "--port", str(port), "--shards", "1",
+                    "--io", self.io, "--silent"]
+            if _skitai_has_address_flag():
+                argv[1:1] = ["--address", HOST]
+        if transport in TLS_TRANSPORTS:
+            cert, key = ensure_tls_cert(ctx)
+            conf = workdir / "tls.toml"
+            conf.write_text(self.TLS_CONF.format(cert=cert, key=key))
+            argv += ["-c", str(conf)]
+        elif transport not in ("plain", "h2c"):
+            raise Skip(f"skitai: unknown transport `{transport}`")
         return argv
+
+    def config_text(self, run):
+        try:
+            text = (run.workdir / "tls.toml").read_text()
+        except OSError:
+            return None
+        return _shown_paths(text, run)
 
 
 class NginxServer(Server):
@@ -500,7 +620,7 @@ http {{
     scgi_temp_path {d}/scgi;
     default_type text/plain;
     server {{
-        listen {host}:{port} reuseport backlog=4096;
+        listen {host}:{port} reuseport backlog=4096{listen_opts};{tls}
         location / {{
             return 200 "Hello, World!";
         }}
@@ -543,22 +663,43 @@ http {{
 }}
 """
 
-    def describe(self, route):
+    # Per transport: extra `listen` parameters, and whether the server block gets the
+    # TLS lines (the run's certificate; TLS 1.2 and 1.3 as rustls in skitai).
+    LISTEN_OPTS = {"plain": "", "h2c": " http2", "h2-tls": " ssl http2", "tls-h1": " ssl"}
+    TLS_LINES = """
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;"""
+
+    def describe(self, route, transport="plain"):
+        extra = {"h2c": ", `listen ... http2` (h2c)", "h2-tls": ", `listen ... ssl http2`",
+                 "tls-h1": ", `listen ... ssl`"}.get(transport, "")
         if route == "static":
             return ("nginx (Debian), 1 worker, reuseport, access_log off, sendfile + tcp_nopush, "
-                    "open_file_cache, `root $FIXTURES`")
-        return "nginx (Debian), 1 worker, `return 200`, reuseport, access_log off"
+                    "open_file_cache, `root $FIXTURES`" + extra)
+        return "nginx (Debian), 1 worker, `return 200`, reuseport, access_log off" + extra
 
-    def argv(self, ctx, port, route, workdir):
+    def argv(self, ctx, port, route, workdir, transport="plain"):
         nginx = which("nginx")
         if not nginx:
             raise Skip("nginx is not installed")
+        if transport not in self.LISTEN_OPTS:
+            raise Skip(f"no nginx config for transport `{transport}`")
+        tls = ""
+        if transport in TLS_TRANSPORTS:
+            cert, key = ensure_tls_cert(ctx)
+            tls = self.TLS_LINES.format(cert=cert, key=key)
         conf = workdir / "nginx.conf"
         if route == "static":
-            conf.write_text(self.CONF_STATIC.format(d=workdir, host=HOST, port=port, nofile=NOFILE,
-                                                    root=ensure_fixtures(ctx)))
+            text = self.CONF_STATIC.format(d=workdir, host=HOST, port=port, nofile=NOFILE,
+                                           root=ensure_fixtures(ctx))
+            # the same listen parameters and TLS lines as the hello config
+            text = text.replace(f"reuseport backlog=4096;\n",
+                                f"reuseport backlog=4096{self.LISTEN_OPTS[transport]};{tls}\n", 1)
+            conf.write_text(text)
         elif route == "hello":
-            conf.write_text(self.CONF.format(d=workdir, host=HOST, port=port, nofile=NOFILE))
+            conf.write_text(self.CONF.format(d=workdir, host=HOST, port=port, nofile=NOFILE,
+                                             listen_opts=self.LISTEN_OPTS[transport], tls=tls))
         else:
             raise Skip(f"no nginx config for route `{route}`")
         return [nginx, "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)]
@@ -568,18 +709,25 @@ http {{
             text = (run.workdir / "nginx.conf").read_text()
         except OSError:
             return None
-        return (text.replace(str(run.fixtures), "$FIXTURES").replace(str(run.workdir), "$WORKDIR")
-                .replace(f":{run.port} ", ":PORT "))
+        return _shown_paths(text, run).replace(f":{run.port} ", ":PORT ")
 
 
 class PeerBinServer(Server):
-    def __init__(self, name: str, exe: str, desc: str, args: tuple[str, ...] = ()):
-        self.name, self.exe, self.desc, self.args = name, exe, desc, args
+    """A bench/peers binary. `transports`: transport -> extra arguments (plain HTTP/1.1 only
+    unless given)."""
 
-    def argv(self, ctx, port, route, workdir):
+    def __init__(self, name: str, exe: str, desc: str, args: tuple[str, ...] = (),
+                 transports: dict[str, tuple[str, ...]] | None = None):
+        self.name, self.exe, self.desc, self.args = name, exe, desc, args
+        self.transports = transports or {"plain": ()}
+
+    def argv(self, ctx, port, route, workdir, transport="plain"):
         if route != "hello":
             raise Skip(f"{self.name} peer has no `{route}` route")
-        return [str(PEERS_TARGET / "release" / self.exe), "--port", str(port), *self.args]
+        if transport not in self.transports:
+            raise Skip(f"{self.name} peer has no {transport} listener")
+        return [str(PEERS_TARGET / "release" / self.exe), "--port", str(port), *self.args,
+                *self.transports[transport]]
 
 
 class PythonSkitaiServer(Server):
@@ -587,9 +735,9 @@ class PythonSkitaiServer(Server):
     desc = "original Python Skitai (PyPI), WSGI hello, 1 worker, threads=0"
     ready_timeout = 30.0
 
-    def argv(self, ctx, port, route, workdir):
-        if route != "hello":
-            raise Skip(f"no Python Skitai app for route `{route}`")
+    def argv(self, ctx, port, route, workdir, transport="plain"):
+        if route != "hello" or transport != "plain":
+            raise Skip(f"no Python Skitai app for route `{route}` over {transport}")
         return [str(PY_SKITAI_VENV / "bin" / "python"), str(PEERS_DIR / "python-skitai" / "app.py"),
                 "--port", str(port)]
 
@@ -602,7 +750,8 @@ SERVERS: dict[str, Server] = {s.name: s for s in [
     SkitaiServer("uring"),
     SkitaiServer("epoll"),
     NginxServer(),
-    PeerBinServer("hyper", "hyper-hello", "hyper 1.x http1, tokio current_thread (bench/peers/hyper-hello)"),
+    PeerBinServer("hyper", "hyper-hello", "hyper 1.x http1 (h2c: http2 with `--h2c`), tokio current_thread "
+                  "(bench/peers/hyper-hello)", transports={"plain": (), "h2c": ("--h2c",)}),
     PeerBinServer("may-minihttp", "may-hello", "may_minihttp, 1 may worker (bench/peers/may-hello)"),
     PeerBinServer("monoio-raw-uring", "monoio-raw",
                   "the floor: raw monoio read/httparse/write loop, io_uring COOP_TASKRUN (bench/peers/monoio-raw)",
@@ -613,26 +762,39 @@ SERVERS: dict[str, Server] = {s.name: s for s in [
 ]}
 
 
-def display_argv(argv: list[str], port: int, workdir: Path, fixtures: Path | None = None) -> str:
-    """A command line as it goes into results: repo-relative paths, PORT, $WORKDIR, $FIXTURES."""
+def display_argv(argv: list[str], port: int, workdir: Path, fixtures: Path | None = None,
+                 tls: Path | None = None) -> str:
+    """A command line as it goes into results: repo-relative paths, PORT, $WORKDIR, $FIXTURES, $TLS."""
     text = " ".join(argv)
     if fixtures is not None:
         text = text.replace(str(fixtures), "$FIXTURES")
+    if tls is not None:
+        text = text.replace(str(tls), "$TLS")
     text = text.replace(str(workdir), "$WORKDIR").replace(str(REPO) + "/", "")
     return text.replace(f"--port {port}", "--port PORT").replace(f":{port}", ":PORT")
+
+
+def _shown_paths(text: str, run: "Running") -> str:
+    """A generated config as it goes into results: $FIXTURES, $TLS, $WORKDIR."""
+    if run.fixtures is not None:
+        text = text.replace(str(run.fixtures), "$FIXTURES")
+    if run.tls is not None:
+        text = text.replace(str(run.tls), "$TLS")
+    return text.replace(str(run.workdir), "$WORKDIR")
 
 
 class Running:
     """A started server: process, port, log."""
 
     def __init__(self, server: Server, proc: subprocess.Popen, port: int, argv: list[str], logf: Path,
-                 workdir: Path, fixtures: Path | None = None):
+                 workdir: Path, fixtures: Path | None = None, tls: Path | None = None,
+                 transport: str = "plain"):
         self.server, self.proc, self.port, self.argv, self.logf = server, proc, port, argv, logf
-        self.workdir, self.fixtures = workdir, fixtures
+        self.workdir, self.fixtures, self.tls, self.transport = workdir, fixtures, tls, transport
 
     @property
     def shown_argv(self) -> str:
-        return display_argv(self.argv, self.port, self.workdir, self.fixtures)
+        return display_argv(self.argv, self.port, self.workdir, self.fixtures, self.tls)
 
     @property
     def pid(self) -> int:
@@ -647,18 +809,19 @@ class Running:
 
 
 def start_server(ctx: Ctx, server: Server, route: str = "hello", check_body: bytes | None = HELLO_BODY,
-                 path: str = "/", exact: bool = False) -> Running:
-    """Starts `server` for `route` and waits until GET `path` answers 200 with a body that
-    contains `check_body` (or equals it with `exact`; None: any body)."""
+                 path: str = "/", exact: bool = False, transport: str = "plain") -> Running:
+    """Starts `server` for `route` over `transport` and waits until GET `path` (spoken over
+    that transport: probe_get) answers 200 with a body that contains `check_body` (or
+    equals it with `exact`; None: any body)."""
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix=f"{server.name}-", dir=ctx.tmp))
-    argv = ctx.pin(SERVER_CPU, server.argv(ctx, port, route, workdir))
+    argv = ctx.pin(SERVER_CPU, server.argv(ctx, port, route, workdir, transport))
     logf = workdir / "server.log"
     with open(logf, "w") as lf:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT,
                                 cwd=workdir, env=server.env(ctx, workdir), start_new_session=True)
     _LIVE[proc.pid] = proc
-    run = Running(server, proc, port, argv, logf, workdir, ctx.fixtures)
+    run = Running(server, proc, port, argv, logf, workdir, ctx.fixtures, tls_dir(ctx), transport)
     deadline = time.monotonic() + server.ready_timeout
     last = "no answer"
     while time.monotonic() < deadline:
@@ -666,13 +829,13 @@ def start_server(ctx: Ctx, server: Server, route: str = "hello", check_body: byt
             stop_server(run)
             raise RunError(f"{server.name} exited with {proc.returncode} at start: {run.log_tail()}")
         try:
-            status, body = http_get(port, path, timeout=1.0)
+            status, body = probe_get(transport, port, path, timeout=1.0)
             if status == 200 and (check_body is None or (body == check_body if exact else check_body in body)):
                 return run
             last = (f"GET {path} answered {status} {body[:60]!r}" if len(body) < 200 or not exact
                     else f"GET {path} answered {status} with {len(body)} bytes, not the expected "
                          f"{len(check_body)} of the fixture")
-        except (OSError, ValueError, IndexError) as e:
+        except (OSError, ValueError, IndexError, subprocess.SubprocessError) as e:
             last = f"{type(e).__name__}: {e}"
         time.sleep(0.05)
     stop_server(run)
@@ -758,20 +921,20 @@ end
 
 
 def wrk_argv(ctx: Ctx, port: int, conns: int, duration: int, script: Path,
-             script_args: list[str], path: str = "/") -> list[str]:
+             script_args: list[str], path: str = "/", scheme: str = "http") -> list[str]:
     argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "2s", "-s", str(script),
-            f"http://{HOST}:{port}{path}"]
+            f"{scheme}://{HOST}:{port}{path}"]
     if script_args:
         argv += ["--"] + script_args
     return ctx.pin(LOAD_CPU, argv)
 
 
 def run_wrk(ctx: Ctx, port: int, conns: int, duration: int, lua: str, lua_args: list[str],
-            path: str = "/") -> dict:
+            path: str = "/", scheme: str = "http") -> dict:
     script = ctx.tmp / f"wrk-{abs(hash(lua))}.lua"
     if not script.exists():
         script.write_text(lua + "\n" + DONE_LUA)
-    argv = wrk_argv(ctx, port, conns, duration, script, lua_args, path)
+    argv = wrk_argv(ctx, port, conns, duration, script, lua_args, path, scheme)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
@@ -824,6 +987,7 @@ class Workload:
     description = "?"
     servers: list[str] = []
     route = "hello"
+    transport = "plain"  # one of TRANSPORTS: how servers listen and how the readiness probe speaks
     columns: list[Column] = []
 
     def skip_reason(self, ctx: Ctx) -> str | None:
@@ -838,6 +1002,9 @@ class Workload:
         return {"check_body": HELLO_BODY, "path": "/", "exact": False}
 
     def run_once(self, ctx: Ctx, run: Running, first_round: bool) -> dict:
+        """One measured run. Besides its figures the dict may hold "warnings" (a list of
+        strings: notes under the table, prefixed with server and round) and "tls" (the
+        negotiated protocol/cipher: one note per workload listing each server's)."""
         raise NotImplementedError
 
     def commands(self, ctx: Ctx) -> list[str]:
@@ -848,10 +1015,14 @@ class WrkWorkload(Workload):
     """An HTTP/1.1 wrk workload: warm-up, then a measured run, per server per round."""
 
     def __init__(self, name: str, description: str, connections: int, servers: list[str],
-                 lua: str = "", lua_args: list[str] | None = None, route: str = "hello", path: str = "/"):
+                 lua: str = "", lua_args: list[str] | None = None, route: str = "hello", path: str = "/",
+                 transport: str = "plain"):
+        if transport not in ("plain", "tls-h1"):
+            raise ValueError(f"wrk speaks HTTP/1.1 only, not {transport}")
         self.name, self.description, self.connections = name, description, connections
         self.servers, self.lua, self.lua_args = servers, lua, lua_args or []
-        self.route, self.path = route, path
+        self.route, self.path, self.transport = route, path, transport
+        self.scheme = "https" if transport == "tls-h1" else "http"
         self.columns = [
             Column("rps", "req/s k (median)", fmt_k),
             Column("rps", "req/s k (min–max)", None, agg="range", ratio=False),
@@ -865,13 +1036,23 @@ class WrkWorkload(Workload):
         ]
 
     def skip_reason(self, ctx):
-        return None if which("wrk") else "wrk is not installed"
+        if not which("wrk"):
+            return "wrk is not installed"
+        if self.transport in TLS_TRANSPORTS and not which("openssl"):
+            return "openssl is not installed (the test certificate)"
+        return None
+
+    def prepare(self, ctx):
+        if self.transport in TLS_TRANSPORTS:
+            ensure_tls_cert(ctx)
 
     def run_once(self, ctx, run, first_round):
+        tls = tls_session_info(run.port) if self.transport in TLS_TRANSPORTS else None
         if ctx.warmup > 0:
-            run_wrk(ctx, run.port, self.connections, ctx.warmup, self.lua, self.lua_args, self.path)
+            run_wrk(ctx, run.port, self.connections, ctx.warmup, self.lua, self.lua_args, self.path, self.scheme)
         b0, t0 = cpu_busy_ticks(), tree_ticks(run.pid)
-        r = run_wrk(ctx, run.port, self.connections, ctx.duration, self.lua, self.lua_args, self.path)
+        r = run_wrk(ctx, run.port, self.connections, ctx.duration, self.lua, self.lua_args, self.path,
+                    self.scheme)
         t1, b1 = tree_ticks(run.pid), cpu_busy_ticks()
         secs = r["duration_us"] / 1e6
         reqs = max(r["requests"], 1)
@@ -879,7 +1060,8 @@ class WrkWorkload(Workload):
         # CPU used meanwhile by anything but the server and wrk: a noisy-neighbour gauge
         other_s = max(0.0, (b1 - b0) / CLK_TCK - cpu_s - r["wrk_cpu_s"])
         self._last_wrk = r["argv"]
-        return {
+        out = {"tls": tls} if tls else {}
+        return out | {
             "requests": r["requests"],
             "bytes_read": r["bytes"],
             "rps": r["requests"] / secs,
@@ -895,10 +1077,16 @@ class WrkWorkload(Workload):
 
     def commands(self, ctx):
         script = "<lua script + done() reporter>"
-        argv = wrk_argv(ctx, 0, self.connections, ctx.duration, Path(script), self.lua_args, self.path)
-        return [" ".join(argv).replace(f"{HOST}:0", f"{HOST}:PORT") + (
-                    "  (the Lua script is in bench/workloads/" + self.name + ".py)" if self.lua else ""),
-                f"warm-up: the same for {ctx.warmup} s before each measured run"]
+        argv = wrk_argv(ctx, 0, self.connections, ctx.duration, Path(script), self.lua_args, self.path,
+                        self.scheme)
+        out = [" ".join(argv).replace(f"{HOST}:0", f"{HOST}:PORT") + (
+                   "  (the Lua script is in bench/workloads/" + self.name + ".py)" if self.lua else ""),
+               f"warm-up: the same for {ctx.warmup} s before each measured run"]
+        if self.transport in TLS_TRANSPORTS:
+            out += [f"$TLS: the run's certificate, made once per run: {TLS_CERT_CMD}",
+                    f"negotiated TLS parameters: openssl s_client -connect {HOST}:PORT -servername localhost "
+                    "(OpenSSL's default client offer, as wrk's), once per run before the warm-up"]
+        return out
 
 
 def fmt_mibps(v: float) -> str:
@@ -947,6 +1135,182 @@ class StaticWorkload(WrkWorkload):
 
 
 # --------------------------------------------------------------------------
+# h2load (HTTP/2)
+# --------------------------------------------------------------------------
+
+# h2load prints these as its measured phase (after --warm-up-time) starts and ends; the
+# runner reads h2load's output as it comes and samples the server's and h2load's CPU
+# ticks at these two lines, so the CPU figures cover exactly the measured phase.
+H2LOAD_START = "Main benchmark duration is started"
+H2LOAD_END = "Main benchmark duration is over"
+
+
+def h2load_argv(ctx: Ctx, port: int, conns: int, streams: int, duration: int, warmup: int,
+                scheme: str, path: str = "/") -> list[str]:
+    argv = ["h2load", "-t1", f"-c{conns}", f"-m{streams}", "-D", str(duration)]
+    if warmup > 0:
+        argv.append(f"--warm-up-time={warmup}")
+    return ctx.pin(LOAD_CPU, argv + [f"{scheme}://{HOST}:{port}{path}"])
+
+
+def _h2load_us(v: str) -> float:
+    """h2load's time figures ("545us", "5.83ms", "1.20s") in µs."""
+    for unit, mul in (("us", 1.0), ("ms", 1e3), ("s", 1e6)):
+        if v.endswith(unit):
+            return float(v[:-len(unit)]) * mul
+    raise ValueError(f"h2load time {v!r}")
+
+
+def parse_h2load(out: str) -> dict:
+    """The figures of h2load's final report (and the negotiated protocol / TLS lines)."""
+    r: dict = {}
+    for line in out.splitlines():
+        line = line.strip()
+        head, _, rest = line.partition(":")
+        if line.startswith("finished in "):  # finished in 3.00s, 282000.00 req/s, 10.76MB/s
+            r["rps"] = float(line.split(",")[1].split()[0])
+        elif head == "requests":  # 564000 total, 564000 started, 564000 done, 564000 succeeded, 0 failed, ...
+            for item in rest.split(","):
+                n, key = item.split()
+                r[key] = int(n)
+        elif head == "status codes":  # 564000 2xx, 0 3xx, 0 4xx, 0 5xx
+            for item in rest.split(","):
+                n, key = item.split()
+                r["status_" + key] = int(n)
+        elif head == "traffic":  # 21.52MB (22562944) total, ...
+            r["bytes"] = int(rest.split("(", 1)[1].split(")", 1)[0])
+        elif head == "time for request":  # min max mean sd +/-sd
+            f = rest.split()
+            r["lat_min"], r["lat_max"], r["lat_mean"], r["lat_sd"] = (_h2load_us(x) for x in f[:4])
+        elif head == "Application protocol":
+            r["protocol"] = rest.strip()
+        elif head in ("TLS Protocol", "Cipher", "Server Temp Key"):
+            r[head] = rest.strip()
+    return r
+
+
+def _pid_ticks(pid: int) -> int:
+    f = _stat_fields(pid)
+    return int(f[11]) + int(f[12]) if f else 0
+
+
+def run_h2load(ctx: Ctx, server_pid: int, argv: list[str], timeout: float) -> dict:
+    """Runs h2load, samples CPU ticks (server tree, h2load, whole machine) at the start and
+    end of its measured phase, and returns its parsed report plus those deltas."""
+    import threading
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    timer = threading.Timer(timeout, p.kill)
+    timer.start()
+    lines, marks = [], {}
+    try:
+        for line in p.stdout:
+            for name, mark in (("start", H2LOAD_START), ("end", H2LOAD_END)):
+                if mark in line and name not in marks:
+                    marks[name] = (time.monotonic(), tree_ticks(server_pid), _pid_ticks(p.pid), cpu_busy_ticks())
+            if not line.startswith("progress: "):
+                lines.append(line)
+        p.wait()
+    finally:
+        timer.cancel()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    out = "".join(lines)
+    if p.returncode != 0 or "start" not in marks or "end" not in marks or "finished in" not in out:
+        why = "was killed (timeout)" if p.returncode == -signal.SIGKILL else f"rc {p.returncode}"
+        raise RunError(f"h2load failed ({why}): {' | '.join(l.strip() for l in lines[-6:])}")
+    r = parse_h2load(out)
+    (m0, s0, c0, b0), (m1, s1, c1, b1) = marks["start"], marks["end"]
+    r.update(secs=m1 - m0, srv_ticks=s1 - s0, client_ticks=c1 - c0, busy_ticks=b1 - b0, argv=argv)
+    return r
+
+
+class H2loadWorkload(Workload):
+    """HTTP/2 with h2load: `h2load -t1 -cC -mM -D duration --warm-up-time=warmup` (one
+    process: the warm-up is h2load's own, on the same connections), over h2c by prior
+    knowledge or TLS with ALPN h2. CPU figures cover h2load's measured phase exactly (see
+    run_h2load). h2load prints no latency percentiles: its mean and max per request are
+    shown. A run with failed requests is flagged in the notes."""
+
+    def __init__(self, name: str, description: str, servers: list[str], transport: str,
+                 connections: int = 64, streams: int = 16, path: str = "/"):
+        if transport not in ("h2c", "h2-tls"):
+            raise ValueError(f"h2load workloads are h2c or h2-tls, not {transport}")
+        self.name, self.description, self.servers = name, description, servers
+        self.transport, self.connections, self.streams, self.path = transport, connections, streams, path
+        self.scheme = "https" if transport == "h2-tls" else "http"
+        self.columns = [
+            Column("rps", "req/s k (median)", fmt_k),
+            Column("rps", "req/s k (min–max)", None, agg="range", ratio=False),
+            Column("lat_mean", "mean µs", fmt_int),
+            Column("lat_max", "max µs", fmt_int),
+            Column("cpu_us_per_req", "server CPU µs/req", fmt_2),
+            Column("srv_cpu_pct", "server CPU %", fmt_int, ratio=False),
+            Column("client_cpu_pct", "h2load CPU %", fmt_int, ratio=False),
+            Column("rss_peak_kb", "peak RSS MiB", fmt_mib, agg="max"),
+            Column("failed", "failed", fmt_int, agg="sum", ratio=False),
+            Column("errored", "errored", fmt_int, agg="sum", ratio=False),
+        ]
+
+    def skip_reason(self, ctx):
+        missing = [t for t in ("h2load", "curl") + (("openssl",) if self.transport == "h2-tls" else ())
+                   if not which(t)]
+        return f"not installed: {', '.join(missing)}" if missing else None
+
+    def prepare(self, ctx):
+        if self.transport in TLS_TRANSPORTS:
+            ensure_tls_cert(ctx)
+
+    def run_once(self, ctx, run, first_round):
+        argv = h2load_argv(ctx, run.port, self.connections, self.streams, ctx.duration, ctx.warmup,
+                           self.scheme, self.path)
+        r = run_h2load(ctx, run.pid, argv, timeout=ctx.warmup + ctx.duration + 60)
+        want = "h2c" if self.transport == "h2c" else "h2"
+        if r.get("protocol") != want:
+            raise RunError(f"h2load negotiated {r.get('protocol', 'no protocol')!r}, not {want}")
+        ok = r.get("succeeded", 0)
+        if not ok:
+            raise RunError(f"h2load: no request succeeded ({r.get('failed', 0)} failed, "
+                           f"{r.get('errored', 0)} errored)")
+        secs = max(r["secs"], 1e-9)
+        cpu_s = r["srv_ticks"] / CLK_TCK
+        client_s = r["client_ticks"] / CLK_TCK
+        other_s = max(0.0, r["busy_ticks"] / CLK_TCK - cpu_s - client_s)
+        out = {
+            "requests": ok,
+            "rps": r["rps"],
+            "lat_mean": r.get("lat_mean"), "lat_max": r.get("lat_max"), "lat_sd": r.get("lat_sd"),
+            "cpu_us_per_req": cpu_s * 1e6 / ok,
+            "srv_cpu_pct": 100 * cpu_s / secs,
+            "client_cpu_pct": 100 * client_s / secs,
+            "other_cpu_pct": 100 * other_s / secs,
+            "rss_peak_kb": tree_kb(run.pid, "VmHWM"),
+            "failed": r.get("failed", 0), "errored": r.get("errored", 0), "timeout": r.get("timeout", 0),
+            "h2load": {k: v for k, v in r.items() if k != "argv"},
+        }
+        out = {k: v for k, v in out.items() if v is not None}  # no latency line: "–" in the table
+        if self.transport == "h2-tls":
+            out["tls"] = " ".join(x for x in (r.get("TLS Protocol", "?"), r.get("Cipher", "?"),
+                                              _kx_name(r.get("Server Temp Key", ""))) if x)
+        if out["failed"] or out["errored"]:
+            out["warnings"] = [f"h2load: {out['failed']} failed, {out['errored']} errored "
+                               f"({out['timeout']} timed out) of {r.get('started', '?')} started, "
+                               f"{ok} succeeded: FAILURES, do not trust this run's figures"]
+        return out
+
+    def commands(self, ctx):
+        argv = h2load_argv(ctx, 0, self.connections, self.streams, ctx.duration, ctx.warmup, self.scheme,
+                           self.path)
+        out = [" ".join(argv).replace(f"{HOST}:0", f"{HOST}:PORT"),
+               f"warm-up: h2load's own --warm-up-time ({ctx.warmup} s, same connections); server and h2load "
+               "CPU are sampled when h2load prints that its measured phase starts and ends"]
+        if self.transport in TLS_TRANSPORTS:
+            out.append(f"$TLS: the run's certificate, made once per run: {TLS_CERT_CMD}")
+        return out
+
+
+# --------------------------------------------------------------------------
 # Running a workload: interleaved rounds
 # --------------------------------------------------------------------------
 
@@ -979,7 +1343,7 @@ def run_workload(ctx: Ctx, wl: Workload) -> WorkloadResult:
             continue
         try:
             (ctx.tmp / "probe").mkdir(exist_ok=True)
-            srv.argv(ctx, 0, wl.route, ctx.tmp / "probe")
+            srv.argv(ctx, 0, wl.route, ctx.tmp / "probe", wl.transport)
         except Skip as e:
             res.notes.append(f"{name} skipped: {e}")
             continue
@@ -995,7 +1359,7 @@ def run_workload(ctx: Ctx, wl: Workload) -> WorkloadResult:
             run = None
             try:
                 wait_for_quiet(ctx)
-                run = start_server(ctx, srv, wl.route, **wl.ready_probe(ctx))
+                run = start_server(ctx, srv, wl.route, transport=wl.transport, **wl.ready_probe(ctx))
                 res.argv[srv.name] = run.shown_argv
                 extra = srv.config_text(run)
                 if extra:
@@ -1003,6 +1367,8 @@ def run_workload(ctx: Ctx, wl: Workload) -> WorkloadResult:
                 r = wl.run_once(ctx, run, rnd == 0)
                 if run.proc.poll() is not None:
                     raise RunError(f"{srv.name} died during the run: {run.log_tail()}")
+                for w in r.pop("warnings", []):
+                    res.notes.append(f"{srv.name}, round {rnd + 1}: {w}")
                 res.runs.setdefault(srv.name, []).append(r)
                 if r.get("other_cpu_pct", 0) > NOISY_PCT:
                     res.notes.append(f"{srv.name}, round {rnd + 1}: noisy machine: other processes used "
@@ -1015,6 +1381,12 @@ def run_workload(ctx: Ctx, wl: Workload) -> WorkloadResult:
             finally:
                 if run:
                     stop_server(run)
+    tls = {n: sorted({r["tls"] for r in runs if r.get("tls")}) for n, runs in res.runs.items()}
+    tls = {n: v for n, v in tls.items() if v}
+    if tls:
+        same = len({tuple(v) for v in tls.values()}) == 1
+        res.notes.append("negotiated TLS: " + "; ".join(f"{n}: {', '.join(v)}" for n, v in tls.items())
+                         + ("" if same else " — the servers DIFFER: compare CPU figures with care"))
     return res
 
 
@@ -1117,11 +1489,13 @@ def server_block(res: WorkloadResult) -> str:
     out = []
     for n in res.workload.servers:
         if n in res.argv:
-            out.append(f"- {n} ({SERVERS[n].describe(res.workload.route)}): `{res.argv[n]}`")
+            out.append(f"- {n} ({SERVERS[n].describe(res.workload.route, res.workload.transport)}): "
+                       f"`{res.argv[n]}`")
     for n, text in res.configs.items():
         where = "`$WORKDIR` is a fresh temp dir per run" + (
-            ", `$FIXTURES` the run's fixture directory" if "$FIXTURES" in text else "")
-        out += ["", f"{n} config ({where}):", "", "```nginx" if n == "nginx" else "```",
+            ", `$FIXTURES` the run's fixture directory" if "$FIXTURES" in text else "") + (
+            ", `$TLS` the run's certificate directory" if "$TLS" in text else "")
+        out += ["", f"{n} config ({where}):", "", "```nginx" if n == "nginx" else "```toml" if SERVERS[n].is_skitai else "```",
                 text.rstrip(), "```", ""]
     return "\n".join(out)
 

@@ -1,11 +1,16 @@
 //! hyper 1.x hello server on a tokio current_thread runtime (bench peer).
-//! Usage: hyper-hello [--port PORT]   (listens on 127.0.0.1)
+//! Usage: hyper-hello [--port PORT] [--h2c]   (listens on 127.0.0.1)
+//! `--h2c`: HTTP/2 by prior knowledge only (hyper's http2 server; bench workload h2c).
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{server::conn::http1, service::service_fn, Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper::{
+    server::conn::{http1, http2},
+    service::service_fn,
+    Request, Response,
+};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 fn port_arg() -> u16 {
@@ -27,6 +32,7 @@ async fn hello(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<Byt
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let port = port_arg();
+    let h2c = std::env::args().any(|a| a == "--h2c");
     let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
     eprintln!("hyper-hello listening on 127.0.0.1:{port}");
     loop {
@@ -36,10 +42,16 @@ async fn main() {
         };
         let _ = stream.set_nodelay(true);
         tokio::task::spawn(async move {
-            let _ = http1::Builder::new()
-                .pipeline_flush(true)
-                .serve_connection(TokioIo::new(stream), service_fn(hello))
-                .await;
+            if h2c {
+                let _ = http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service_fn(hello))
+                    .await;
+            } else {
+                let _ = http1::Builder::new()
+                    .pipeline_flush(true)
+                    .serve_connection(TokioIo::new(stream), service_fn(hello))
+                    .await;
+            }
         });
     }
 }
