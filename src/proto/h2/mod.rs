@@ -63,6 +63,11 @@ where
     };
     let active = Rc::new(Cell::new(0usize));
     let mut closing = false;
+    // One timer for the connection's life, not one per stream: it ticks every
+    // `keep_alive`, and a tick that finds no open stream and no new one since
+    // the last tick closes the connection.
+    let mut idle_tick = Box::pin(monoio::time::sleep(limits.keep_alive));
+    let mut accepted_since_tick = false;
     loop {
         let event = {
             let accept = std::pin::pin!(conn.accept());
@@ -71,12 +76,13 @@ where
                     std::future::pending::<()>().await;
                 }
                 let idle = async {
-                    // A connection with no open stream for `keep_alive` is closed.
                     loop {
-                        monoio::time::sleep(limits.keep_alive).await;
-                        if active.get() == 0 {
+                        idle_tick.as_mut().await;
+                        if active.get() == 0 && !accepted_since_tick {
                             return;
                         }
+                        accepted_since_tick = false;
+                        idle_tick.as_mut().reset(monoio::time::Instant::now() + limits.keep_alive);
                     }
                 };
                 let drain = shard.drain_started(key);
@@ -89,6 +95,7 @@ where
         };
         match event {
             Some(Some(Ok((request, respond)))) => {
+                accepted_since_tick = true;
                 active.set(active.get() + 1);
                 let stream = Stream { shard: shard.clone(), peer, active: active.clone() };
                 monoio::spawn(stream.handle(request, respond));
