@@ -198,8 +198,9 @@ impl Engine {
             }
             Command::Run => {
                 let devel = cli.devel;
+                let caught = signals::register()?;
                 let server = self.serve_with(config, devel)?;
-                signals::install(server.shutdown_handle(), server.reload_handle())?;
+                signals::install(caught, server.shutdown_handle(), server.reload_handle())?;
                 server.wait()
             }
         }

@@ -10,10 +10,16 @@ use crate::error::{Error, ErrorKind, Result};
 /// Exit status when a second signal cuts a graceful shutdown short.
 const FORCED_EXIT_STATUS: i32 = 1;
 
-/// Starts the signal thread for `handle`.
-pub(crate) fn install(handle: ShutdownHandle, reload: ReloadHandle) -> Result<()> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP])
-        .map_err(|e| Error::new(ErrorKind::Internal, "cannot install signal handlers").with_source(e))?;
+/// Catches the signals from now on (they wait until [`install`] handles
+/// them): registered before the server announces itself, so a signal sent
+/// the moment it says "listening" is never the default, fatal action.
+pub(crate) fn register() -> Result<Signals> {
+    Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP])
+        .map_err(|e| Error::new(ErrorKind::Internal, "cannot install signal handlers").with_source(e))
+}
+
+/// Starts the signal thread for `handle`, handling what `signals` caught.
+pub(crate) fn install(mut signals: Signals, handle: ShutdownHandle, reload: ReloadHandle) -> Result<()> {
     std::thread::Builder::new()
         .name("skitai-signals".into())
         .spawn(move || {

@@ -92,6 +92,11 @@ impl Body {
         }
     }
 
+    /// True for a file body (reading ahead of need would start a disk read).
+    pub(crate) fn is_file(&self) -> bool {
+        matches!(self.kind, Kind::File(_))
+    }
+
     /// Takes the body as a file body if it is one.
     pub(crate) fn try_into_file(self) -> std::result::Result<FileBody, Body> {
         match self.kind {

@@ -90,7 +90,7 @@ pub(crate) fn server_config(certs: Arc<TlsCerts>, offer_h2: bool) -> Result<Arc<
 
 fn load_set(config: &TlsConfig) -> Result<CertSet> {
     let default = load_certified_key(
-        "tls.cert",
+        "tls",
         config.cert.as_deref().ok_or_else(|| Error::config("tls.cert", "is required when [tls] is present"))?,
         config.key.as_deref().ok_or_else(|| Error::config("tls.key", "is required when [tls] is present"))?,
         config.passphrase.as_deref(),
@@ -129,7 +129,7 @@ fn load_private_key(path: &Path, passphrase: Option<&str>) -> std::result::Resul
         let text = std::str::from_utf8(&pem).map_err(|_| format!("{}: not PEM text", path.display()))?;
         let start = text.find("-----BEGIN ENCRYPTED PRIVATE KEY-----").unwrap_or(0);
         let (_, der) =
-            pkcs8::der::pem::decode_vec(text[start..].as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+            pkcs8::der::pem::decode_vec(&text.as_bytes()[start..]).map_err(|e| format!("{}: {e}", path.display()))?;
         let encrypted =
             pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice()).map_err(|e| format!("{}: {e}", path.display()))?;
         let plain = encrypted

@@ -168,10 +168,12 @@ impl Captured {
     }
 }
 
-/// Extracts the address from the first `listening on http://ADDR:PORT` in `text`.
+/// Extracts the address from the first `listening on http://ADDR:PORT` (or
+/// `https://`, when the server speaks TLS) in `text`.
 pub fn parse_listening(text: &str) -> Option<SocketAddr> {
-    let start = text.find("listening on http://")? + "listening on http://".len();
-    let addr: String = text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || ".:[]".contains(*c)).collect();
+    let start = text.find("listening on http")? + "listening on http".len();
+    let rest = text[start..].strip_prefix("s://").or_else(|| text[start..].strip_prefix("://"))?;
+    let addr: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || ".:[]".contains(*c)).collect();
     addr.parse().ok()
 }
 
@@ -369,6 +371,11 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr())
+    }
+
+    /// The `https://` URL of `path` (for a server with `[tls]`).
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr())
     }
 
     pub fn pid(&self) -> u32 {
@@ -821,11 +828,16 @@ pub fn test_bytes(n: usize, seed: u64) -> Vec<u8> {
 
 /// Runs a command to completion, killing it after [`EXIT_TIMEOUT`].
 pub fn run_bounded(cmd: &mut Command) -> Output {
+    run_bounded_for(cmd, EXIT_TIMEOUT)
+}
+
+/// Runs a command to completion, killing it after `timeout`.
+pub fn run_bounded_for(cmd: &mut Command, timeout: Duration) -> Output {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).env("NO_COLOR", "1");
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let out = Captured::spawn(child.stdout.take().unwrap());
     let err = Captured::spawn(child.stderr.take().unwrap());
-    let deadline = Instant::now() + EXIT_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -833,7 +845,7 @@ pub fn run_bounded(cmd: &mut Command) -> Output {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{cmd:?} did not exit within {EXIT_TIMEOUT:?}\nstderr: {}\nstdout: {}", err.get(), out.get());
+            panic!("{cmd:?} did not exit within {timeout:?}\nstderr: {}\nstdout: {}", err.get(), out.get());
         }
         thread::sleep(Duration::from_millis(20));
     };

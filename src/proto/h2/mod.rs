@@ -32,6 +32,10 @@ pub(crate) mod upgrade;
 /// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Most of a streamed response body taken (when already available) before
+/// its status is committed.
+const LOOKAHEAD: usize = 256 * 1024;
+
 /// Largest piece of a response body handed to `h2` at once.
 const MAX_DATA_CHUNK: usize = 64 * 1024;
 
@@ -308,10 +312,50 @@ async fn try_send(respond: &mut impl Respond, response: Response, is_head: bool)
             }
         }
         Err(mut body) => {
+            // Before committing to a status, take the first chunk and every
+            // further one that is ready at once (up to LOOKAHEAD): a body
+            // that fails early (an upload over the limit being echoed) still
+            // gets its proper error response, and nothing waits that would
+            // not have waited anyway.
+            let mut ready: Vec<Bytes> = Vec::new();
+            let mut ended = skip_body;
+            if !skip_body {
+                let mut taken = 0;
+                let mut next = body.chunk().await;
+                loop {
+                    match next {
+                        Some(Ok(chunk)) => {
+                            taken += chunk.len();
+                            ready.push(chunk);
+                        }
+                        Some(Err(e)) => {
+                            let status = e.status().unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                            let page = error_response(status, None, None);
+                            return Box::pin(try_send(respond, page, is_head)).await;
+                        }
+                        None => {
+                            ended = true;
+                            break;
+                        }
+                    }
+                    if taken >= LOOKAHEAD || body.is_file() {
+                        break;
+                    }
+                    match futures_util::FutureExt::now_or_never(body.chunk()) {
+                        Some(chunk) => next = chunk,
+                        None => break,
+                    }
+                }
+            }
             let mut stream = respond.send_head(head, skip_body).map_err(h2_error)?;
             if !skip_body {
-                while let Some(chunk) = body.chunk().await {
-                    send_data(&mut stream, chunk?, false).await?;
+                for chunk in ready {
+                    send_data(&mut stream, chunk, false).await?;
+                }
+                if !ended {
+                    while let Some(chunk) = body.chunk().await {
+                        send_data(&mut stream, chunk?, false).await?;
+                    }
                 }
                 stream.send_data(Bytes::new(), true).map_err(h2_error)?;
             }
