@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
 
 use http::{Uri, Version};
 
@@ -16,15 +15,9 @@ pub struct Ctx {
     pub(crate) original_uri: Uri,
     pub(crate) version: Version,
     pub(crate) devel: bool,
-    /// Where `push` records paths, on HTTP/2 connections.
-    pub(crate) pushes: Option<PushSink>,
+    /// Paths `push` recorded; `None` where push is not possible (HTTP/1.1).
+    pub(crate) pushes: Option<Vec<String>>,
 }
-
-/// The paths a handler asked to push (HTTP/2 server push), kept in the
-/// request's extensions by the HTTP/2 connection until the context is built.
-/// (Request extensions must be `Send + Sync`, hence the uncontended mutex.)
-#[derive(Debug, Clone, Default)]
-pub(crate) struct PushSink(pub(crate) Arc<Mutex<Vec<String>>>);
 
 impl Ctx {
     /// The client's address.
@@ -68,9 +61,9 @@ impl Ctx {
     /// resource is served through the mount table as a GET. Over HTTP/1.1,
     /// or when the client disabled push, nothing happens.
     pub fn push(&mut self, path: &str) {
-        if let Some(sink) = &self.pushes {
+        if let Some(pushes) = &mut self.pushes {
             if path.starts_with('/') {
-                sink.0.lock().unwrap_or_else(|e| e.into_inner()).push(path.to_owned());
+                pushes.push(path.to_owned());
             }
         }
     }

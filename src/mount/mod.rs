@@ -5,6 +5,5 @@ mod handler;
 mod table;
 
 pub use ctx::Ctx;
-pub(crate) use ctx::PushSink;
 pub use handler::{Handler, HandlerFactory, HandlerFn, PerShard, ShardInfo, Shared, handler_fn, per_shard, shared};
 pub(crate) use table::{Lookup, Mount, MountSpec, MountTable, Target};

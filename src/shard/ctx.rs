@@ -15,7 +15,7 @@ use slab::Slab;
 use crate::apps::static_files::StaticFiles;
 use crate::config::Limits;
 use crate::http::{Request, Response, error_response};
-use crate::mount::{Ctx, Handler, Lookup, MountTable, PushSink, Target};
+use crate::mount::{Ctx, Handler, Lookup, MountTable, Target};
 
 /// A live connection as the shard sees it: enough to close it when draining.
 struct ConnEntry {
@@ -186,7 +186,7 @@ impl ShardCtx {
             version: req.version(),
             original_uri,
             devel: self.devel,
-            pushes: req.extensions_mut().remove::<PushSink>(),
+            pushes: None,
         };
         Route::Handler(handler, cx)
     }
@@ -236,14 +236,32 @@ impl ShardCtx {
 
     /// [`Self::route`] then [`Self::call`] or the static files, falling
     /// through past static mounts that have nothing to serve.
-    pub(crate) async fn dispatch(&self, mut req: Request, peer: SocketAddr, accept: Option<&HeaderValue>) -> Response {
+    pub(crate) async fn dispatch(&self, req: Request, peer: SocketAddr, accept: Option<&HeaderValue>) -> Response {
+        self.dispatch_with_push(req, peer, accept, false).await.0
+    }
+
+    /// [`Self::dispatch`], with server push offered to the handler when
+    /// `push` is set (HTTP/2); returns the paths it asked to push.
+    pub(crate) async fn dispatch_with_push(
+        &self,
+        mut req: Request,
+        peer: SocketAddr,
+        accept: Option<&HeaderValue>,
+        push: bool,
+    ) -> (Response, Vec<String>) {
         let mut from = 0;
         loop {
             match self.route(&mut req, peer, accept, from) {
-                Route::Respond(response) => return response,
-                Route::Handler(handler, mut cx) => return self.call(handler, req, &mut cx, accept).await,
+                Route::Respond(response) => return (response, Vec::new()),
+                Route::Handler(handler, mut cx) => {
+                    if push {
+                        cx.pushes = Some(Vec::new());
+                    }
+                    let response = self.call(handler, req, &mut cx, accept).await;
+                    return (response, cx.pushes.take().unwrap_or_default());
+                }
                 Route::Static { files, strip, next } => match Box::pin(files.serve(&req, strip)).await {
-                    Some(response) => return response,
+                    Some(response) => return (response, Vec::new()),
                     None => from = next,
                 },
             }

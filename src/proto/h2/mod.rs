@@ -24,7 +24,6 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::date::http_date;
 use crate::http::{Body, BodySource, Request, Response, SERVER_NAME, error_response};
-use crate::mount::PushSink;
 use crate::shard::ShardCtx;
 
 pub(crate) mod upgrade;
@@ -145,10 +144,10 @@ impl Stream {
         }
         let authority = parts.uri.authority().cloned();
         let scheme = parts.uri.scheme().cloned();
-        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        parts.uri = Uri::try_from(target).unwrap_or_else(|_| Uri::from_static("/"));
-        let pushes = PushSink::default();
-        parts.extensions.insert(pushes.clone());
+        // Origin form without re-parsing: the path-and-query is shared, not copied.
+        let mut origin = http::uri::Parts::default();
+        origin.path_and_query = parts.uri.path_and_query().cloned();
+        parts.uri = Uri::from_parts(origin).unwrap_or_else(|_| Uri::from_static("/"));
         let is_head = parts.method == Method::HEAD;
 
         let declared =
@@ -158,32 +157,32 @@ impl Stream {
             send(&mut respond, response, is_head).await;
             return;
         }
-        let failure = Rc::new(RefCell::new(None));
-        let body = if recv.is_end_stream() {
-            Body::empty()
-        } else {
-            Body::incoming(Box::new(H2Body {
+        // Only a request with a body needs somewhere to report its failure.
+        let failure = (!recv.is_end_stream()).then(|| Rc::new(RefCell::new(None)));
+        let body = match &failure {
+            None => Body::empty(),
+            Some(failure) => Body::incoming(Box::new(H2Body {
                 recv,
                 limit: limits.max_upload_size,
                 timeout: limits.request_timeout,
                 received: 0,
                 declared,
                 failure: failure.clone(),
-            }))
+            })),
         };
-        let push_headers = pushed_request_headers(&parts.headers);
+        let push_fields = PushFields::of(&parts.headers);
         let request = Request::from_parts(parts, body);
-        let mut response = self.shard.dispatch(request, self.peer, accept.as_ref()).await;
-        if let Some(error) = failure.borrow_mut().take() {
+        let (mut response, pushes) = self.shard.dispatch_with_push(request, self.peer, accept.as_ref(), true).await;
+        if let Some(error) = failure.and_then(|f| f.borrow_mut().take()) {
             let status = error.status().unwrap_or(StatusCode::BAD_REQUEST);
             response = error_response(status, accept.as_ref(), None);
         }
         // Promises go out before the response that needs them (RFC 9113 §8.4).
-        let paths = std::mem::take(&mut *pushes.0.lock().unwrap_or_else(|e| e.into_inner()));
-        if let (false, Some(authority)) = (paths.is_empty(), authority) {
+        if let (false, Some(authority)) = (pushes.is_empty(), authority) {
             let scheme = scheme.unwrap_or(http::uri::Scheme::HTTPS);
-            for path in paths {
-                self.push(&mut respond, &scheme, &authority, &path, &push_headers);
+            let headers = push_fields.into_map();
+            for path in pushes {
+                self.push(&mut respond, &scheme, &authority, &path, &headers);
             }
         }
         send(&mut respond, response, is_head).await;
@@ -232,14 +231,27 @@ impl Stream {
 
 /// The fields a pushed GET carries over from the request that pushed it:
 /// what decides the representation (`Accept*`, `User-Agent`) and `Host`.
-fn pushed_request_headers(from: &http::HeaderMap) -> http::HeaderMap {
-    let mut headers = http::HeaderMap::new();
-    for name in [header::HOST, header::ACCEPT_ENCODING, header::ACCEPT_LANGUAGE, header::USER_AGENT] {
-        if let Some(value) = from.get(&name) {
-            headers.insert(name, value.clone());
-        }
+/// Kept as values (shared, not copied) so requests that push nothing cost
+/// no header map.
+struct PushFields([Option<HeaderValue>; 4]);
+
+const PUSH_FIELDS: [header::HeaderName; 4] =
+    [header::HOST, header::ACCEPT_ENCODING, header::ACCEPT_LANGUAGE, header::USER_AGENT];
+
+impl PushFields {
+    fn of(from: &http::HeaderMap) -> PushFields {
+        PushFields(PUSH_FIELDS.map(|name| from.get(&name).cloned()))
     }
-    headers
+
+    fn into_map(self) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in PUSH_FIELDS.into_iter().zip(self.0) {
+            if let Some(value) = value {
+                headers.insert(name, value);
+            }
+        }
+        headers
+    }
 }
 
 /// Either kind of stream a response is sent on: a request's, or a pushed one.
@@ -278,16 +290,25 @@ async fn send(respond: &mut impl Respond, response: Response, is_head: bool) {
 
 async fn try_send(respond: &mut impl Respond, response: Response, is_head: bool) -> Result<()> {
     let (mut parts, body) = response.into_parts();
-    // Connection-specific fields are not allowed in HTTP/2 (RFC 9113 §8.2.2).
-    for name in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::TE] {
-        parts.headers.remove(name);
+    // One look over the (few) fields instead of a lookup per name.
+    let (mut has_server, mut has_date, mut connection_specific) = (false, false, false);
+    for name in parts.headers.keys() {
+        has_server |= name == header::SERVER;
+        has_date |= name == header::DATE;
+        connection_specific |= is_connection_specific(name);
     }
-    parts.headers.remove("keep-alive");
-    parts.headers.remove("proxy-connection");
-    if !parts.headers.contains_key(header::SERVER) {
-        parts.headers.insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
+    if connection_specific {
+        // Not allowed in HTTP/2 (RFC 9113 §8.2.2).
+        for name in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::TE] {
+            parts.headers.remove(name);
+        }
+        parts.headers.remove("keep-alive");
+        parts.headers.remove("proxy-connection");
     }
-    if !parts.headers.contains_key(header::DATE) {
+    if !has_server {
+        parts.headers.insert(header::SERVER, SERVER_VALUE);
+    }
+    if !has_date {
         if let Ok(date) = HeaderValue::from_bytes(&http_date()) {
             parts.headers.insert(header::DATE, date);
         }
@@ -386,6 +407,17 @@ async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -
         stream.send_data(piece, end && data.is_empty()).map_err(h2_error)?;
     }
     Ok(())
+}
+
+const SERVER_VALUE: HeaderValue = HeaderValue::from_static(SERVER_NAME);
+
+fn is_connection_specific(name: &header::HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::TE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
 fn h2_error(e: h2::Error) -> Error {
