@@ -3,6 +3,7 @@
 //! Routes:
 //! - `/`             → `Hello, World!` (text/plain)
 //! - `/echo`         → echoes the request body, streaming (any method)
+//! - `/upload`       → reads the whole body, then answers `received N bytes`
 //! - `/panic`        → the handler panics; the client gets a 500, the shard lives on
 //! - `/delay?ms=N`   → answers `done` after N milliseconds (for drain tests)
 //! - `/v1/...`       → JSON describing the mount (shows prefix stripping; `/v1` → 308)
@@ -61,6 +62,16 @@ fn main() {
                     .min(60_000);
                 skitai::time::sleep(std::time::Duration::from_millis(ms)).await;
                 Response::text("done")
+            }),
+        )
+        .mount(
+            "/upload",
+            handler_fn(|req: Request, _cx: &mut Ctx| async move {
+                // Reads the whole body before answering (unlike /echo, which streams it back).
+                match req.into_body().collect(usize::MAX).await {
+                    Ok(bytes) => Response::text(format!("received {} bytes", bytes.len())),
+                    Err(e) => skitai::http::error_response(e.status().unwrap_or(StatusCode::BAD_REQUEST), None, None),
+                }
             }),
         )
         .mount(

@@ -1206,12 +1206,27 @@ both_drivers! {
         declared.expect("ended", "True");
         assert!(declared.get("body").contains("payload too large"), "{}", declared.text);
 
-        let undeclared = h2raw(server.addr(), false, &["upload", "4000", "no-length"]);
+        // A handler that reads the whole body first (/upload): always 413.
+        let undeclared = h2raw(server.addr(), false, &["upload", "4000", "no-length", "/upload"]);
         undeclared.expect("status", "413");
         undeclared.expect("ended", "True");
         undeclared.expect("rst", "none");
         assert!(undeclared.get("body").contains("payload too large"), "{}", undeclared.text);
         undeclared.expect("goaway", "none");
+
+        // A handler that streams the upload back (/echo): 413 when the excess has arrived
+        // before its response starts; otherwise the response started with 200 and the
+        // stream is reset once the body passes the limit, never echoing more than it.
+        let echoed = h2raw(server.addr(), false, &["upload", "4000", "no-length"]);
+        match echoed.get("status") {
+            "413" => assert!(echoed.get("body").contains("payload too large"), "{}", echoed.text),
+            "200" => {
+                echoed.expect("rst", "INTERNAL_ERROR");
+                assert!(echoed.num("body_len") <= 1024, "echoed past the limit:\n{}", echoed.text);
+            }
+            other => panic!("status {other}:\n{}", echoed.text),
+        }
+        echoed.expect("goaway", "none");
     }
 }
 

@@ -51,6 +51,31 @@ impl ReloadHandle {
     }
 }
 
+/// Binds `count` listeners (one per shard) on `port` for every configured
+/// address, for `role`; with port 0 the first bind picks the port and the
+/// other addresses reuse it. Errors name `key`. Returns the bound addresses.
+fn bind_role(
+    config: &Config,
+    port: u16,
+    role: ListenerRole,
+    key: &str,
+    count: usize,
+    per_address: &mut Vec<std::vec::IntoIter<(std::net::TcpListener, ListenerRole)>>,
+) -> Result<Vec<SocketAddr>> {
+    let s = &config.server;
+    let mut port = port;
+    let mut bound = Vec::with_capacity(s.address.len());
+    for &ip in &s.address {
+        let listeners = bind_shard_listeners(SocketAddr::new(ip, port), s.backlog, count)
+            .map_err(|e| Error::new(ErrorKind::Config, format!("{key}: {e}")))?;
+        let actual = listeners[0].local_addr().map_err(Error::from)?;
+        port = actual.port();
+        bound.push(actual);
+        per_address.push(listeners.into_iter().map(|l| (l, role)).collect::<Vec<_>>().into_iter());
+    }
+    Ok(bound)
+}
+
 /// The protocols every shard speaks, from the configuration: TLS (with the
 /// loaded certificates, kept for reloads), HTTP/2 settings, https redirects.
 fn build_protocols(config: &Config, port: u16) -> Result<(Protocols, Option<Arc<TlsCerts>>)> {
@@ -119,34 +144,18 @@ impl Server {
         raise_nofile_limit();
         let count = config.shard_count();
         let s = &config.server;
-        // Every shard gets its own listener on every address; with port 0 the
-        // first bind picks the port and the other addresses reuse it.
-        let mut port = s.port;
+        // Every shard gets its own listener on every address (and redirect port).
         let mut per_address = Vec::with_capacity(s.address.len());
-        let mut local_addrs = Vec::with_capacity(s.address.len());
-        for &ip in &s.address {
-            let listeners = bind_shard_listeners(SocketAddr::new(ip, port), s.backlog, count)
-                .map_err(|e| Error::new(ErrorKind::Config, format!("server.address/port: {e}")))?;
-            let actual = listeners[0].local_addr().map_err(Error::from)?;
-            port = actual.port();
-            local_addrs.push(actual);
-            per_address.push(listeners.into_iter().map(|l| (l, ListenerRole::Main)).collect::<Vec<_>>().into_iter());
-        }
+        let local_addrs =
+            bind_role(config, s.port, ListenerRole::Main, "server.address/port", count, &mut per_address)?;
+        let port = local_addrs[0].port();
         let (protocols, tls_certs) = build_protocols(config, port)?;
-        let mut redirect_addrs = Vec::new();
-        if let Some(forward_port) = config.tls.as_ref().and_then(|t| t.forward_port) {
-            let mut fport = forward_port;
-            for &ip in &s.address {
-                let listeners = bind_shard_listeners(SocketAddr::new(ip, fport), s.backlog, count)
-                    .map_err(|e| Error::new(ErrorKind::Config, format!("tls.forward_port: {e}")))?;
-                let actual = listeners[0].local_addr().map_err(Error::from)?;
-                fport = actual.port();
-                redirect_addrs.push(actual);
-                per_address.push(
-                    listeners.into_iter().map(|l| (l, ListenerRole::RedirectToHttps)).collect::<Vec<_>>().into_iter(),
-                );
+        let redirect_addrs = match config.tls.as_ref().and_then(|t| t.forward_port) {
+            Some(forward) => {
+                bind_role(config, forward, ListenerRole::RedirectToHttps, "tls.forward_port", count, &mut per_address)?
             }
-        }
+            None => Vec::new(),
+        };
         // Ports are bound and keys read: root is no longer needed.
         super::privileges::drop_privileges(s.user.as_deref(), s.group.as_deref())?;
         let cores = core_affinity::get_core_ids().unwrap_or_default();

@@ -66,7 +66,8 @@ fn prefers_html(accept: Option<&HeaderValue>) -> bool {
     html > 0.0 && html > quality("application/json")
 }
 
-fn escape_html(s: &str) -> String {
+/// Escapes text for HTML content and attribute values.
+pub(crate) fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -9,6 +9,7 @@ pub(crate) mod header_pool;
 pub use body::Body;
 pub(crate) use body::BodySource;
 pub use error_page::error_response;
+pub(crate) use error_page::escape_html;
 pub use file_body::FileBody;
 pub(crate) use file_body::FilePart;
 

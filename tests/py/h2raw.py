@@ -446,11 +446,11 @@ def cmd_headers_after_end(c, mode):
     c.emit_connection()
 
 
-def cmd_upload(c, size, declare):
-    """POST /echo with `size` bytes in DATA frames, with or without content-length."""
+def cmd_upload(c, size, declare, path="/echo"):
+    """POST `path` with `size` bytes in DATA frames, with or without content-length."""
     c.handshake()
     c.barrier()
-    headers = [(":method", "POST"), (":scheme", "http"), (":authority", "localhost"), (":path", "/echo")]
+    headers = [(":method", "POST"), (":scheme", "http"), (":authority", "localhost"), (":path", path)]
     if declare:
         headers.append(("content-length", str(size)))
     c.send_headers(1, headers, end_stream=False)
@@ -534,7 +534,7 @@ def main():
     elif cmd == "headers-after-end":
         cmd_headers_after_end(c, rest[0])
     elif cmd == "upload":
-        cmd_upload(c, int(rest[0]), rest[1] == "with-length")
+        cmd_upload(c, int(rest[0]), rest[1] == "with-length", *rest[2:3])
     elif cmd == "sequence":
         cmd_sequence(c, rest)
     elif cmd == "goaway-inflight":

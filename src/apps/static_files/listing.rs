@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use super::resolve::encode_segment;
+use crate::http::escape_html as escape;
 
 /// One entry of a listing.
 struct Item {
@@ -56,22 +57,6 @@ pub(crate) fn render(dir: &Path, url_path: &str, show_hidden: bool, confine: Opt
     }
     page.push_str("</ul>\n</body></html>\n");
     Ok(page)
-}
-
-/// Escapes text for HTML content and attribute values.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
