@@ -46,24 +46,10 @@ pub(crate) async fn serve_connection(
         h1::serve(stream, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), true, false).await;
         return;
     }
+    // The TLS and HTTP/2 paths are boxed: a connection's task is as large as
+    // its largest state, and idle HTTP/1.1 connections should not pay for them.
     if let Some(acceptor) = shard.protocols.tls.clone() {
-        let handshake = monoio::time::timeout(shard.protocols.handshake_timeout, acceptor.accept(stream)).await;
-        let tls = match handshake {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
-        };
-        if tls.alpn_protocol().as_deref() == Some(crate::net::tls::ALPN_H2) {
-            return h2::serve(tls, peer, shard, key).await;
-        }
-        h1::serve(tls, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), false, false).await;
-        return;
+        return Box::pin(serve_tls(acceptor, stream, peer, shard, key)).await;
     }
     if !shard.protocols.http2.enabled {
         h1::serve(stream, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), false, false).await;
@@ -90,15 +76,41 @@ pub(crate) async fn serve_connection(
         let seen = buf.len().min(h2::PREFACE.len());
         if buf[..seen] != h2::PREFACE[..seen] {
             if let Some(upgrade) = h1::serve(stream, peer, shard.clone(), key, buf, false, true).await {
-                serve_upgraded(upgrade, peer, shard, key).await;
+                Box::pin(serve_upgraded(upgrade, peer, shard, key)).await;
             }
             return;
         }
         if seen == h2::PREFACE.len() {
-            return h2::serve(Prefixed::new(buf.freeze(), stream), peer, shard, key).await;
+            return Box::pin(h2::serve(Prefixed::new(buf.freeze(), stream), peer, shard, key)).await;
         }
         // A prefix of the preface so far: read on.
     }
+}
+
+/// A TLS connection: handshake (bounded), then HTTP/2 or HTTP/1.1 by ALPN.
+async fn serve_tls(
+    acceptor: monoio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shard: Rc<ShardCtx>,
+    key: usize,
+) {
+    let handshake = monoio::time::timeout(shard.protocols.handshake_timeout, acceptor.accept(stream)).await;
+    let tls = match handshake {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    if tls.alpn_protocol().as_deref() == Some(crate::net::tls::ALPN_H2) {
+        return h2::serve(tls, peer, shard, key).await;
+    }
+    h1::serve(tls, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), false, false).await;
 }
 
 /// Continues a connection that switched from HTTP/1.1 with `Upgrade: h2c`:
