@@ -61,6 +61,13 @@ pub enum Command {
     Run,
     /// Validate the configuration and exit.
     Check,
+    /// Show whether the instance (`--name`, or the config's `name`) runs, and
+    /// its shards and shared state; exit status 0 running, 3 stopped.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl Cli {

@@ -16,11 +16,15 @@ mod mount;
 mod net;
 mod proto;
 mod shard;
+pub mod state;
 
 pub use apps::StaticDir;
 pub use engine::{DEFAULT_CONFIG_FILE, Engine, IntoMountTarget, MountTarget, ReloadHandle, Server, ShutdownHandle};
 pub use error::{Error, ErrorKind, Result};
 pub use mount::{Ctx, Handler, HandlerFactory, HandlerFn, PerShard, ShardInfo, Shared, handler_fn, per_shard, shared};
+pub use shard::bus::BusError;
+pub use shard::services::Subscription;
+pub use state::{Event, Payload, SharedState, StateError};
 
 /// Re-exports of the `http` crate's types used in handler signatures.
 pub use ::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, header};

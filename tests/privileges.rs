@@ -47,7 +47,8 @@ fn an_unknown_user_is_a_config_error() {
         eprintln!("skipped: needs root (CI runs as root)");
         return;
     }
-    let out = run_bounded(std::process::Command::new(skitai_bin()).args([
+    let state_dir = tempfile::tempdir().unwrap();
+    let out = run_bounded(std::process::Command::new(skitai_bin()).env(STATE_DIR_ENV, state_dir.path()).args([
         "--port",
         "0",
         "--address",
@@ -55,6 +56,7 @@ fn an_unknown_user_is_a_config_error() {
         "--user",
         "no-such-user-x",
     ]));
+    assert_eq!(std::fs::read_dir(state_dir.path()).unwrap().count(), 0, "the failed start removed its state file");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("server.user") && stderr.contains("no-such-user-x"), "{stderr}");

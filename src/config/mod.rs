@@ -62,6 +62,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// HTTP/2 settings (h2 by ALPN over TLS, h2c by prior knowledge on plain ports).
     pub http2: Http2Config,
+    /// Shared state (states, cache keys) and the cross-shard bus.
+    pub state: StateConfig,
 }
 
 impl Default for Config {
@@ -74,6 +76,46 @@ impl Default for Config {
             max_age: BTreeMap::new(),
             tls: None,
             http2: Http2Config::default(),
+            state: StateConfig::default(),
+        }
+    }
+}
+
+/// Default number of slots of each shared-state array (states, cache keys).
+pub const DEFAULT_STATE_SLOTS: usize = 256;
+/// Most slots accepted per array.
+pub const MAX_STATE_SLOTS: usize = 65_536;
+/// Default capacity of each shard's bus queue (broadcasts and fan-out work).
+pub const DEFAULT_BUS_CAPACITY: usize = 1024;
+/// Most messages accepted per shard's bus queue.
+pub const MAX_BUS_CAPACITY: usize = 1 << 20;
+
+/// The `[state]` section.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Names of integer states (`getgs`/`setgs`/`incgs`), besides those the program registers.
+    pub states: Vec<String>,
+    /// Names of cache keys (`setlu`/`getlu`), besides those the program registers.
+    pub cache_keys: Vec<String>,
+    /// Capacity of each array; names beyond it are a configuration error.
+    pub slots: usize,
+    /// Messages each shard's bus queue holds; when full, new broadcasts to
+    /// that shard are dropped and counted.
+    pub bus_capacity: usize,
+    /// Directory of the state file (default: `$SKITAI_STATE_DIR`, else
+    /// `/dev/shm`, else `~/.skitai/<name>/`).
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            states: Vec::new(),
+            cache_keys: Vec::new(),
+            slots: DEFAULT_STATE_SLOTS,
+            bus_capacity: DEFAULT_BUS_CAPACITY,
+            dir: None,
         }
     }
 }
@@ -409,6 +451,18 @@ impl Config {
         }
         if h2.initial_window_size > (1 << 31) - 1 || h2.initial_connection_window_size > (1 << 31) - 1 {
             return Err(Error::config("http2.initial_window_size", "must be below 2^31"));
+        }
+        let st = &self.state;
+        if !(1..=MAX_STATE_SLOTS).contains(&st.slots) {
+            return Err(Error::config("state.slots", format!("must be between 1 and {MAX_STATE_SLOTS}")));
+        }
+        if !(1..=MAX_BUS_CAPACITY).contains(&st.bus_capacity) {
+            return Err(Error::config("state.bus_capacity", format!("must be between 1 and {MAX_BUS_CAPACITY}")));
+        }
+        for (key, names) in [("state.states", &st.states), ("state.cache_keys", &st.cache_keys)] {
+            for name in names.iter() {
+                crate::state::check_name(name).map_err(|why| Error::config(key, format!("{name:?} {why}")))?;
+            }
         }
         for (i, m) in self.mounts.iter().enumerate() {
             if !m.path.starts_with('/') {

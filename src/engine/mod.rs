@@ -3,6 +3,7 @@
 mod privileges;
 mod server;
 mod signals;
+mod status;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
+use server::Program;
 pub use server::{ReloadHandle, Server, ShutdownHandle};
 
 use crate::apps::StaticDir;
@@ -18,6 +20,8 @@ use crate::cli::{Cli, Command};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::mount::{HandlerFactory, MountSpec};
+use crate::shard::services::GlobalSubscriber;
+use crate::state::{Event, Registrations};
 
 /// The name of the configuration file read from the working directory when `-c` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "skitai.toml";
@@ -87,11 +91,17 @@ pub struct Engine {
     config: Config,
     mounts: Vec<(String, MountTarget)>,
     named: HashMap<String, Arc<dyn HandlerFactory>>,
+    registrations: Registrations,
+    subscribers: Vec<GlobalSubscriber>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("config", &self.config).field("mounts", &self.mounts).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .field("mounts", &self.mounts)
+            .field("registrations", &self.registrations)
+            .finish_non_exhaustive()
     }
 }
 
@@ -104,7 +114,46 @@ impl Default for Engine {
 impl Engine {
     /// An engine with default settings and nothing mounted.
     pub fn new() -> Engine {
-        Engine { config: Config::default(), mounts: Vec::new(), named: HashMap::new() }
+        Engine {
+            config: Config::default(),
+            mounts: Vec::new(),
+            named: HashMap::new(),
+            registrations: Registrations::default(),
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// Registers named integer states shared by every shard and worker
+    /// (`cx.getgs/setgs/incgs`); Skitai's `register_states`. Names from
+    /// `[state] states` are added to these.
+    pub fn register_states<I, S>(mut self, names: I) -> Engine
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.registrations.states.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Registers cache keys whose last update time is shared
+    /// (`cx.setlu/getlu`); Skitai's `register_cache_keys`. Names from
+    /// `[state] cache_keys` are added to these.
+    pub fn register_cache_keys<I, S>(mut self, names: I) -> Engine
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.registrations.cache_keys.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Calls `f` on every shard for each broadcast of `event` (from
+    /// `cx.broadcast`, `Server::state().broadcast`, or `setlu`, which sends
+    /// `model-changed:<key>`). `f` runs on the receiving shard's thread;
+    /// shard-local state (a `thread_local!`) is the natural place for it to write.
+    pub fn on_broadcast(mut self, event: &str, f: impl Fn(&Event) + Send + Sync + 'static) -> Engine {
+        self.subscribers.push((event.to_owned(), Arc::new(f)));
+        self
     }
 
     /// Mounts `target` at `point` (a URL prefix starting with `/`; longest prefix wins).
@@ -196,6 +245,10 @@ impl Engine {
                 );
                 Ok(())
             }
+            Command::Status { json } => {
+                let code = status::print(&config, json);
+                std::process::exit(code)
+            }
             Command::Run => {
                 let devel = cli.devel;
                 let caught = signals::register()?;
@@ -230,7 +283,8 @@ impl Engine {
 
     fn serve_with(self, config: Config, devel: bool) -> Result<Server> {
         let mounts = self.resolve_mounts(&config)?;
-        Server::start(&config, mounts, devel)
+        let program = Program { mounts, registrations: self.registrations, subscribers: self.subscribers };
+        Server::start(&config, program, devel)
     }
 
     /// Every mount as a (prefix, what answers) pair; names, directories and

@@ -5,7 +5,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, unbounded};
-use futures_channel::mpsc::UnboundedSender;
 use monoio::blocking::DefaultThreadPool;
 
 use crate::config::Config;
@@ -14,10 +13,23 @@ use crate::mount::{MountSpec, ShardInfo};
 use crate::net::bind_shard_listeners;
 use crate::net::tls::{self, TlsCerts};
 use crate::proto::ListenerRole;
+use crate::shard::bus::Bus;
+use crate::shard::services::GlobalSubscriber;
 use crate::shard::{self, Control, Protocols, ShardHandle, ShardPlan};
+use crate::state::{Registrations, SharedState};
 
 /// How often [`Server::wait`] looks for a shutdown started elsewhere.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+/// How long shards get to exit after the shutdown deadline sent them `Stop`.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// What the program adds to the configuration: mounts, shared-state names,
+/// broadcast subscribers.
+pub(crate) struct Program {
+    pub(crate) mounts: Vec<(String, MountSpec)>,
+    pub(crate) registrations: Registrations,
+    pub(crate) subscribers: Vec<GlobalSubscriber>,
+}
 
 /// A server whose shards are running.
 pub struct Server {
@@ -27,6 +39,7 @@ pub struct Server {
     shutdown: ShutdownHandle,
     shutdown_timeout: Duration,
     tls_certs: Option<Arc<TlsCerts>>,
+    state: SharedState,
 }
 
 impl std::fmt::Debug for Server {
@@ -97,7 +110,7 @@ fn build_protocols(config: &Config, port: u16) -> Result<(Protocols, Option<Arc<
 /// A `Send` handle that starts a graceful shutdown of every shard.
 #[derive(Clone, Debug)]
 pub struct ShutdownHandle {
-    controls: Arc<Vec<UnboundedSender<Control>>>,
+    bus: Arc<Bus>,
     started: Arc<OnceLock<Instant>>,
 }
 
@@ -106,9 +119,13 @@ impl ShutdownHandle {
     /// Calling it again does nothing.
     pub fn shutdown(&self) {
         if self.started.set(Instant::now()).is_ok() {
-            for control in self.controls.iter() {
-                let _ = control.unbounded_send(Control::Drain);
-            }
+            self.send_all(Control::Drain);
+        }
+    }
+
+    fn send_all(&self, control: Control) {
+        for shard in 0..self.bus.shards() {
+            self.bus.control(shard, control);
         }
     }
 
@@ -140,10 +157,13 @@ fn raise_nofile_limit() {
 
 impl Server {
     /// Binds the listeners and starts one shard thread per configured shard.
-    pub(crate) fn start(config: &Config, mounts: Vec<(String, MountSpec)>, devel: bool) -> Result<Server> {
+    pub(crate) fn start(config: &Config, program: Program, devel: bool) -> Result<Server> {
         raise_nofile_limit();
         let count = config.shard_count();
         let s = &config.server;
+        // First, so a second instance of the same name stops here, before
+        // its SO_REUSEPORT listeners could take connections from the first.
+        let state = SharedState::create(config, &program.registrations, count)?;
         // Every shard gets its own listener on every address (and redirect port).
         let mut per_address = Vec::with_capacity(s.address.len());
         let local_addrs =
@@ -157,10 +177,11 @@ impl Server {
             None => Vec::new(),
         };
         // Ports are bound and keys read: root is no longer needed.
-        super::privileges::drop_privileges(s.user.as_deref(), s.group.as_deref())?;
+        super::privileges::drop_privileges(s.user.as_deref(), s.group.as_deref(), &[state.path()])?;
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let pool = DefaultThreadPool::new(s.threads);
-        let mounts = Arc::new(mounts);
+        let mounts = Arc::new(program.mounts);
+        let subscribers = Arc::new(program.subscribers);
         let limits = config.limits();
         let (exit_tx, exits) = unbounded();
         let mut shards = Vec::with_capacity(count);
@@ -175,6 +196,8 @@ impl Server {
                 protocols: protocols.clone(),
                 mounts: mounts.clone(),
                 pool: pool.clone(),
+                state: state.clone(),
+                subscribers: subscribers.clone(),
             };
             let exit_tx = exit_tx.clone();
             let handle = shard::spawn(plan, move |id, error| {
@@ -183,10 +206,7 @@ impl Server {
             .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start shard {id}: {e}")))?;
             shards.push(handle);
         }
-        let shutdown = ShutdownHandle {
-            controls: Arc::new(shards.iter().map(|s| s.control.clone()).collect()),
-            started: Arc::new(OnceLock::new()),
-        };
+        let shutdown = ShutdownHandle { bus: state.bus().clone(), started: Arc::new(OnceLock::new()) };
         let scheme = if tls_certs.is_some() { "https" } else { "http" };
         for addr in &local_addrs {
             tracing::info!("{} listening on {scheme}://{addr} ({count} shard(s))", config.name);
@@ -201,6 +221,7 @@ impl Server {
             shutdown,
             shutdown_timeout: Duration::from_secs(s.shutdown_timeout),
             tls_certs,
+            state,
         })
     }
 
@@ -217,6 +238,12 @@ impl Server {
     /// A `Send` handle that reloads the TLS certificates (see [`Server::reload_tls`]).
     pub fn reload_handle(&self) -> ReloadHandle {
         ReloadHandle { certs: self.tls_certs.clone() }
+    }
+
+    /// The instance's shared state: read and write states and cache keys,
+    /// and broadcast, from any thread.
+    pub fn state(&self) -> SharedState {
+        self.state.clone()
     }
 
     /// The first address the shards listen on (useful with port 0).
@@ -270,17 +297,25 @@ impl Server {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     tracing::warn!(
-                        "shutdown deadline of {:?} passed with {running} shard(s) still busy; exiting",
+                        "shutdown deadline of {:?} passed with {running} shard(s) still busy; stopping them",
                         self.shutdown_timeout
                     );
-                    return Ok(());
+                    self.shutdown.send_all(Control::Stop);
+                    let grace = Instant::now() + STOP_GRACE;
+                    while running > 0 && self.exits.recv_deadline(grace).is_ok() {
+                        running -= 1;
+                    }
+                    break;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        for shard in self.shards {
-            let _ = shard.thread.join();
+        if running == 0 {
+            for shard in self.shards {
+                let _ = shard.thread.join();
+            }
         }
+        self.state.remove_file();
         match failure {
             Some(error) => Err(Error::new(ErrorKind::Internal, error)),
             None => {

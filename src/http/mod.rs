@@ -33,6 +33,9 @@ pub trait ResponseExt: Sized {
     fn html(body: impl Into<Bytes>) -> Self;
     /// 200 with `application/json` (the body is sent as given).
     fn json_bytes(body: impl Into<Bytes>) -> Self;
+    /// 200 with `application/json`: `value` serialized (a value that cannot
+    /// be serialized gives a 500).
+    fn json<T: serde::Serialize + ?Sized>(value: &T) -> Self;
     /// An empty response with `status`.
     fn empty(status: StatusCode) -> Self;
     /// A redirect with `status` (301, 302, 303, 307, 308) to `location`.
@@ -64,6 +67,13 @@ impl ResponseExt for Response {
 
     fn json_bytes(body: impl Into<Bytes>) -> Self {
         with_type(body.into(), APPLICATION_JSON)
+    }
+
+    fn json<T: serde::Serialize + ?Sized>(value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(body) => with_type(body.into(), APPLICATION_JSON),
+            Err(_) => Response::empty(StatusCode::INTERNAL_SERVER_ERROR),
+        }
     }
 
     fn empty(status: StatusCode) -> Self {

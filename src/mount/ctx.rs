@@ -1,12 +1,18 @@
 //! The per-request context handed to handlers.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::SystemTime;
 
 use http::{Uri, Version};
 
+use crate::shard::bus::BusError;
+use crate::shard::services::{ShardServices, Subscription};
+use crate::state::{Event, Payload, SharedState, StateError};
+
 /// What a handler knows about the request beyond the request itself, and
-/// (as later features land) the per-request services.
+/// the services: shared state, broadcast, fan-out, server push.
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub(crate) peer: SocketAddr,
@@ -17,6 +23,7 @@ pub struct Ctx {
     pub(crate) devel: bool,
     /// Paths `push` recorded; `None` where push is not possible (HTTP/1.1).
     pub(crate) pushes: Option<Vec<String>>,
+    pub(crate) services: Rc<ShardServices>,
 }
 
 impl Ctx {
@@ -66,5 +73,63 @@ impl Ctx {
                 pushes.push(path.to_owned());
             }
         }
+    }
+
+    /// The instance's shared state (also usable from other threads and tasks).
+    pub fn state(&self) -> &SharedState {
+        &self.services.state
+    }
+
+    /// The value of the registered state `name` (0 until set), as every
+    /// shard and worker process sees it.
+    pub fn getgs(&self, name: &str) -> Result<i64, StateError> {
+        self.services.state.getgs(name)
+    }
+
+    /// Sets the registered state `name`.
+    pub fn setgs(&self, name: &str, value: i64) -> Result<(), StateError> {
+        self.services.state.setgs(name, value)
+    }
+
+    /// Adds `delta` to the registered state `name` atomically; returns the new value.
+    pub fn incgs(&self, name: &str, delta: i64) -> Result<i64, StateError> {
+        self.services.state.incgs(name, delta)
+    }
+
+    /// Records that the registered cache key `name` changed now and
+    /// broadcasts `model-changed:<name>`; returns the stored time.
+    pub fn setlu(&self, name: &str) -> Result<SystemTime, StateError> {
+        self.services.state.setlu(name)
+    }
+
+    /// The latest update time of the cache keys `names` (the instance's
+    /// start time for keys never set).
+    pub fn getlu(&self, names: &[&str]) -> Result<SystemTime, StateError> {
+        self.services.state.getlu(names)
+    }
+
+    /// Sends `event` to the subscribers of every shard, this one included,
+    /// each exactly once. Returns at once; the error names shards whose
+    /// bus queue was full (the event was dropped there) or that stopped.
+    pub fn broadcast(&self, event: &str, payload: impl Into<Payload>) -> Result<(), BusError> {
+        self.services.state.broadcast(event, payload)
+    }
+
+    /// Calls `f` on this shard for every `event` broadcast while the
+    /// returned [`Subscription`] lives (`.keep()` it for the shard's life).
+    pub fn subscribe(&self, event: &str, f: impl Fn(&Event) + 'static) -> Subscription {
+        self.services.subscribe(event, f)
+    }
+
+    /// Runs `f` on every shard (this one included) and gathers the answers
+    /// in shard order, e.g. to read per-shard counters. The error names
+    /// shards that could not answer.
+    pub fn fan_out<T, F>(&self, f: F) -> impl Future<Output = Result<Vec<T>, BusError>> + 'static
+    where
+        F: Fn(&crate::ShardInfo) -> T + Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        let services = self.services.clone();
+        async move { services.fan_out(f).await }
     }
 }

@@ -16,6 +16,8 @@ use crate::apps::static_files::StaticFiles;
 use crate::config::Limits;
 use crate::http::{Request, Response, error_response};
 use crate::mount::{Ctx, Handler, Lookup, MountTable, Target};
+use crate::shard::Control;
+use crate::shard::services::ShardServices;
 
 /// A live connection as the shard sees it: enough to close it when draining.
 struct ConnEntry {
@@ -46,23 +48,82 @@ pub(crate) struct ShardCtx {
     pub(crate) devel: bool,
     pub(crate) protocols: Protocols,
     mounts: MountTable,
+    services: Rc<ShardServices>,
     draining: Cell<bool>,
     conns: RefCell<Slab<ConnEntry>>,
     closed_waker: Cell<Option<Waker>>,
+    /// Control messages received from the bus: drain, stop.
+    drain_requested: Cell<bool>,
+    stop_requested: Cell<bool>,
+    control_waker: Cell<Option<Waker>>,
 }
 
 impl ShardCtx {
-    pub(crate) fn new(id: usize, limits: Limits, devel: bool, protocols: Protocols, mounts: MountTable) -> ShardCtx {
+    pub(crate) fn new(
+        id: usize,
+        limits: Limits,
+        devel: bool,
+        protocols: Protocols,
+        mounts: MountTable,
+        services: Rc<ShardServices>,
+    ) -> ShardCtx {
         ShardCtx {
             id,
             limits,
             devel,
             protocols,
             mounts,
+            services,
             draining: Cell::new(false),
             conns: RefCell::new(Slab::with_capacity(1024)),
             closed_waker: Cell::new(None),
+            drain_requested: Cell::new(false),
+            stop_requested: Cell::new(false),
+            control_waker: Cell::new(None),
         }
+    }
+
+    /// The shard's shared services (state, bus, subscribers).
+    pub(crate) fn services(&self) -> &Rc<ShardServices> {
+        &self.services
+    }
+
+    /// Records a control message from the bus and wakes whoever waits for one.
+    pub(crate) fn request_control(&self, control: Control) {
+        match control {
+            Control::Drain => self.drain_requested.set(true),
+            Control::Stop => self.stop_requested.set(true),
+        }
+        if let Some(waker) = self.control_waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Resolves with the first control message: `Stop` if one came, else `Drain`.
+    pub(crate) async fn control_requested(&self) -> Control {
+        std::future::poll_fn(|cx| {
+            if self.stop_requested.get() {
+                std::task::Poll::Ready(Control::Stop)
+            } else if self.drain_requested.get() {
+                std::task::Poll::Ready(Control::Drain)
+            } else {
+                self.control_waker.set(Some(cx.waker().clone()));
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Resolves once a `Stop` control message came.
+    pub(crate) async fn stop_requested(&self) {
+        std::future::poll_fn(|cx| {
+            if self.stop_requested.get() {
+                return std::task::Poll::Ready(());
+            }
+            self.control_waker.set(Some(cx.waker().clone()));
+            std::task::Poll::Pending
+        })
+        .await
     }
 
     /// True once a graceful shutdown started.
@@ -187,6 +248,7 @@ impl ShardCtx {
             original_uri,
             devel: self.devel,
             pushes: None,
+            services: self.services.clone(),
         };
         Route::Handler(handler, cx)
     }

@@ -1,39 +1,37 @@
 //! Shards: one thread per core, each with its own runtime, listeners,
 //! connections and handler instances. Nothing on the request path is shared.
 
+pub(crate) mod bus;
 mod ctx;
 mod driver;
+pub(crate) mod services;
 
 use std::net::TcpListener as StdTcpListener;
 use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
+use futures_util::FutureExt;
 use futures_util::future::{Either, join_all, select};
-use futures_util::{FutureExt, StreamExt};
 use monoio::blocking::DefaultThreadPool;
 use monoio::net::TcpListener;
 
+pub(crate) use bus::Control;
 pub(crate) use ctx::{Protocols, Route, ShardCtx};
+use services::{GlobalSubscriber, ShardServices};
 
 use crate::apps::static_files::StaticFiles;
 use crate::config::{IoMode, Limits};
 use crate::mount::{Mount, MountSpec, MountTable, ShardInfo, Target};
 use crate::proto::ListenerRole;
+use crate::state::{Driver, SharedState};
 
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin the shard.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
-
-/// Messages a shard receives from outside its thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Control {
-    /// Stop accepting, finish in-flight requests, close idle connections, exit.
-    Drain,
-}
 
 /// What one shard thread needs to start.
 pub(crate) struct ShardPlan {
@@ -46,11 +44,12 @@ pub(crate) struct ShardPlan {
     pub(crate) protocols: Protocols,
     pub(crate) mounts: Arc<Vec<(String, MountSpec)>>,
     pub(crate) pool: DefaultThreadPool,
+    pub(crate) state: SharedState,
+    pub(crate) subscribers: Arc<Vec<GlobalSubscriber>>,
 }
 
 /// A running shard seen from the thread that started it.
 pub(crate) struct ShardHandle {
-    pub(crate) control: UnboundedSender<Control>,
     pub(crate) thread: JoinHandle<()>,
 }
 
@@ -60,23 +59,37 @@ pub(crate) fn spawn(
     plan: ShardPlan,
     on_exit: impl FnOnce(usize, Option<String>) + Send + 'static,
 ) -> std::io::Result<ShardHandle> {
-    let (control, control_rx) = unbounded();
     let id = plan.info.id;
     let thread = std::thread::Builder::new().name(format!("skitai-shard-{id}")).spawn(move || {
-        let result = run_shard(plan, control_rx);
+        let state = plan.state.clone();
+        let result = run_shard(plan);
+        // However the shard ended, its inbox takes no more messages.
+        state.bus().close(id);
+        set_driver(&state, id, Driver::Starting);
         on_exit(id, result.err());
     })?;
-    Ok(ShardHandle { control, thread })
+    Ok(ShardHandle { thread })
 }
 
-fn run_shard(plan: ShardPlan, control: UnboundedReceiver<Control>) -> Result<(), String> {
-    let ShardPlan { info, core, io, limits, devel, listeners, protocols, mounts, pool } = plan;
+/// Records shard `id`'s driver in the state file (for `skitai status`).
+fn set_driver(state: &SharedState, id: usize, driver: Driver) {
+    let file = state.file();
+    let line = file.layout().shard_line(id);
+    file.u32_at(line + crate::state::layout::shard::DRIVER).store(driver as u32, Ordering::Relaxed);
+}
+
+fn run_shard(plan: ShardPlan) -> Result<(), String> {
+    let ShardPlan { info, core, io, limits, devel, listeners, protocols, mounts, pool, state, subscribers } = plan;
     let pinned = core.is_some_and(core_affinity::set_for_current);
     let report = |choice: &driver::DriverChoice| {
         let core = core.filter(|_| pinned).map_or_else(|| "unpinned".to_owned(), |c| format!("core {}", c.id));
         tracing::info!("shard {}: driver={} ({}), {core}", info.id, choice.name, choice.why);
+        set_driver(&state, info.id, if choice.name == "epoll" { Driver::Epoll } else { Driver::IoUring });
     };
+    let shard_state = state.clone();
     driver::run_on_driver(io, pool, report, move || async move {
+        // Built on the shard thread: handler factories may subscribe to broadcasts here.
+        let services = ShardServices::new(info, shard_state, &subscribers);
         let table = MountTable::new(
             mounts
                 .iter()
@@ -89,34 +102,81 @@ fn run_shard(plan: ShardPlan, control: UnboundedReceiver<Control>) -> Result<(),
                 })
                 .collect(),
         );
-        let ctx = Rc::new(ShardCtx::new(info.id, limits, devel, protocols, table));
-        shard_main(ctx, listeners, control).await
+        let ctx = Rc::new(ShardCtx::new(info.id, limits, devel, protocols, table, services));
+        shard_main(ctx, listeners).await
     })
     .map_err(|e| format!("shard {}: {e}", info.id))?
 }
 
-async fn shard_main(
-    ctx: Rc<ShardCtx>,
-    listeners: Vec<(StdTcpListener, ListenerRole)>,
-    mut control: UnboundedReceiver<Control>,
-) -> Result<(), String> {
+async fn shard_main(ctx: Rc<ShardCtx>, listeners: Vec<(StdTcpListener, ListenerRole)>) -> Result<(), String> {
     let mut accepting = Vec::with_capacity(listeners.len());
     for (listener, role) in listeners {
         let listener = TcpListener::from_std(listener).map_err(|e| format!("shard {}: listener: {e}", ctx.id))?;
         accepting.push(accept_loop(listener, role, ctx.clone()));
     }
+    monoio::spawn(bus_loop(ctx.clone()));
     let accept_all = join_all(accepting);
-    let stop = std::pin::pin!(control.next());
-    if let Either::Left(..) = select(std::pin::pin!(accept_all), stop).await {
-        return Err(format!("shard {}: all listeners failed", ctx.id));
-    }
+    let control = match select(std::pin::pin!(accept_all), std::pin::pin!(ctx.control_requested())).await {
+        Either::Left(..) => return Err(format!("shard {}: all listeners failed", ctx.id)),
+        Either::Right((control, _)) => control,
+    };
     // Dropping the accept loops closed this shard's listeners.
-    let open = ctx.open_connections();
-    tracing::debug!(shard = ctx.id, open, "draining");
-    ctx.start_drain();
-    ctx.all_closed().await;
+    if control == Control::Drain {
+        let open = ctx.open_connections();
+        tracing::debug!(shard = ctx.id, open, "draining");
+        ctx.start_drain();
+        select(std::pin::pin!(ctx.all_closed()), std::pin::pin!(ctx.stop_requested())).await;
+    }
+    // Refuse new messages, then run what was already queued.
+    ctx.services().state.bus().close(ctx.id);
+    while handle_mail(&ctx, bus::BATCH) {}
     tracing::debug!(shard = ctx.id, "drained");
     Ok(())
+}
+
+/// Delivers this shard's bus messages as they arrive, for the shard's life.
+async fn bus_loop(ctx: Rc<ShardCtx>) {
+    loop {
+        ctx.services().state.bus().ready(ctx.id).await;
+        if handle_mail(&ctx, bus::BATCH) {
+            // More is queued: let connections run before the next batch.
+            yield_now().await;
+        }
+    }
+}
+
+/// Handles control messages, then up to `limit` messages; true if more remain.
+fn handle_mail(ctx: &ShardCtx, limit: usize) -> bool {
+    let services = ctx.services();
+    let bus = services.state.bus();
+    while let Some(control) = bus.pop_control(ctx.id) {
+        ctx.request_control(control);
+    }
+    for _ in 0..limit {
+        match bus.pop_message(ctx.id) {
+            Some(bus::Message::Broadcast(event)) => {
+                bus.count_received(ctx.id);
+                services.deliver(&event);
+            }
+            Some(bus::Message::Run(job)) => job(&services.info),
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Returns `Pending` once (waking itself), so other tasks on the shard run.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 async fn accept_loop(listener: TcpListener, role: ListenerRole, ctx: Rc<ShardCtx>) {

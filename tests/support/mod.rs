@@ -275,7 +275,11 @@ impl ServerBuilder {
         if let Some(dir) = &self.dir {
             cmd.current_dir(dir);
         }
+        // A state directory of its own: servers of the same instance name
+        // (most tests use the default) run side by side without conflict.
+        let state_dir = tempfile::tempdir().expect("temp state dir");
         cmd.env("NO_COLOR", "1")
+            .env(STATE_DIR_ENV, state_dir.path())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -291,7 +295,17 @@ impl ServerBuilder {
             a.extend(self.args.iter().map(|s| s.to_string_lossy().into_owned()));
             a.join(" ")
         });
-        Server { child, stdout, stderr, addr: None, io: self.io, command, _config: config_file, exited: None }
+        Server {
+            child,
+            stdout,
+            stderr,
+            addr: None,
+            io: self.io,
+            command,
+            _config: config_file,
+            state_dir,
+            exited: None,
+        }
     }
 
     /// Spawns the process and waits for its `listening on` line.
@@ -311,10 +325,19 @@ pub struct Server {
     io: Option<Io>,
     command: String,
     _config: Option<tempfile::NamedTempFile>,
+    state_dir: tempfile::TempDir,
     exited: Option<ExitStatus>,
 }
 
+/// The variable that points a server (and `status`) at its state directory.
+pub const STATE_DIR_ENV: &str = "SKITAI_STATE_DIR";
+
 impl Server {
+    /// The directory holding this server's shared-state file (`SKITAI_STATE_DIR`).
+    pub fn state_dir(&self) -> &Path {
+        self.state_dir.path()
+    }
+
     fn wait_listening(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
