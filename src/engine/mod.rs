@@ -238,6 +238,7 @@ impl Engine {
         match cli.command.unwrap_or(Command::Run) {
             Command::Check => {
                 self.resolve_mounts(&config)?;
+                self.registrations.check(&config)?;
                 println!(
                     "ok: configuration is valid ({} mount(s), {} shard(s))",
                     config.mounts.len() + self.mounts.len(),
@@ -253,7 +254,7 @@ impl Engine {
                 let devel = cli.devel;
                 let caught = signals::register()?;
                 let server = self.serve_with(config, devel)?;
-                signals::install(caught, server.shutdown_handle(), server.reload_handle())?;
+                signals::install(caught, server.shutdown_handle(), server.reload_handle(), server.state())?;
                 server.wait()
             }
         }

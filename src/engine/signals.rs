@@ -6,6 +6,7 @@ use signal_hook::iterator::Signals;
 
 use super::{ReloadHandle, ShutdownHandle};
 use crate::error::{Error, ErrorKind, Result};
+use crate::state::SharedState;
 
 /// Exit status when a second signal cuts a graceful shutdown short.
 const FORCED_EXIT_STATUS: i32 = 1;
@@ -19,7 +20,13 @@ pub(crate) fn register() -> Result<Signals> {
 }
 
 /// Starts the signal thread for `handle`, handling what `signals` caught.
-pub(crate) fn install(mut signals: Signals, handle: ShutdownHandle, reload: ReloadHandle) -> Result<()> {
+/// A forced exit still removes the instance's state file (`state`).
+pub(crate) fn install(
+    mut signals: Signals,
+    handle: ShutdownHandle,
+    reload: ReloadHandle,
+    state: SharedState,
+) -> Result<()> {
     std::thread::Builder::new()
         .name("skitai-signals".into())
         .spawn(move || {
@@ -33,6 +40,7 @@ pub(crate) fn install(mut signals: Signals, handle: ShutdownHandle, reload: Relo
                 }
                 if handle.is_shutting_down() {
                     tracing::warn!(signal, "second signal: exiting now");
+                    state.remove_file();
                     std::process::exit(FORCED_EXIT_STATUS);
                 }
                 tracing::info!(signal, "stopping: draining connections");

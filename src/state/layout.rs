@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0      header (256 bytes): magic, version, sizes, pid, start time, names
-//! 256    shard table: one 64-byte line per shard (driver, bus counters)
+//! 256    shard table: one 64-byte line per shard (driver, broadcasts received, messages dropped)
 //! ...    state names: `slots` × 64 bytes (length byte + up to 63 bytes UTF-8)
 //! ...    cache key names: `slots` × 64 bytes
 //! ...    state values: `slots` × 64 bytes, an `AtomicI64` at the start of each
@@ -61,7 +61,7 @@ pub(crate) mod shard {
     pub(crate) const DRIVER: usize = 0;
     /// `u64`: broadcasts this shard has handled.
     pub(crate) const RECEIVED: usize = 8;
-    /// `u64`: broadcasts dropped because this shard's queue was full.
+    /// `u64`: bus messages (broadcasts, fan-out work) dropped because this shard's queue was full.
     pub(crate) const DROPPED: usize = 16;
 }
 

@@ -12,7 +12,6 @@ pub(crate) mod layout;
 pub(crate) mod shm;
 pub(crate) mod status;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -45,11 +44,13 @@ pub enum StateError {
     UnknownCacheKey(String),
 }
 
-/// The registered names of one array, in slot order.
+/// The registered names of one array, in slot order. The index uses
+/// FxHash: the table is fixed at start-up, so lookups of hostile strings
+/// cannot degrade it, and a lookup costs a few ns instead of SipHash's ~15.
 #[derive(Debug, Default)]
 struct Names {
     slots: Vec<Box<str>>,
-    index: HashMap<Box<str>, usize>,
+    index: rustc_hash::FxHashMap<Box<str>, usize>,
 }
 
 impl Names {
@@ -120,14 +121,28 @@ pub(crate) struct Registrations {
     pub(crate) cache_keys: Vec<String>,
 }
 
+impl Registrations {
+    /// The program's names followed by the configuration's, checked against
+    /// `[state] slots` (errors name the key).
+    fn names(&self, config: &Config) -> Result<(Names, Names)> {
+        let st = &config.state;
+        let states = Names::new("state.states", self.states.iter().chain(&st.states).cloned(), st.slots)?;
+        let keys = Names::new("state.cache_keys", self.cache_keys.iter().chain(&st.cache_keys).cloned(), st.slots)?;
+        Ok((states, keys))
+    }
+
+    /// Checks the names as [`SharedState::create`] will (for `skitai check`).
+    pub(crate) fn check(&self, config: &Config) -> Result<()> {
+        self.names(config).map(drop)
+    }
+}
+
 impl SharedState {
     /// Creates the instance's state file (replacing a stale one) and its bus.
     /// Fails when an instance of the same name is running.
     pub(crate) fn create(config: &Config, program: &Registrations, shards: usize) -> Result<SharedState> {
         let st = &config.state;
-        let states = Names::new("state.states", program.states.iter().chain(&st.states).cloned(), st.slots)?;
-        let cache_keys =
-            Names::new("state.cache_keys", program.cache_keys.iter().chain(&st.cache_keys).cloned(), st.slots)?;
+        let (states, cache_keys) = program.names(config)?;
         let path = state_file_path(config);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)

@@ -20,6 +20,10 @@ use super::layout::{self, Layout, header};
 /// Attempts at creating the file before giving up (another process may
 /// replace it between our open and our lock).
 const CREATE_ATTEMPTS: usize = 5;
+/// Attempts at the exclusive lock, [`LOCK_RETRY`] apart.
+const LOCK_ATTEMPTS: usize = 10;
+/// Pause between lock attempts.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Why a state file could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +97,7 @@ impl StateFile {
                 .custom_flags(libc::O_CLOEXEC)
                 .open(path)
                 .map_err(io_error)?;
-            if !try_lock(&file, libc::LOCK_EX).map_err(io_error)? {
+            if !lock_exclusive(&file).map_err(io_error)? {
                 return Err(CreateError::Running { pid: recorded_pid(&file).unwrap_or(0), path: path.to_owned() });
             }
             // The previous owner may have unlinked the path between our open
@@ -264,6 +268,19 @@ impl Drop for StateFile {
     fn drop(&mut self) {
         self.remove();
     }
+}
+
+/// Takes the exclusive lock; `Ok(false)` when another process keeps holding
+/// it. A `status` reader holds a shared lock for a few microseconds, so a
+/// refusal is retried briefly before it counts as a running instance.
+fn lock_exclusive(file: &File) -> io::Result<bool> {
+    for _ in 0..LOCK_ATTEMPTS {
+        if try_lock(file, libc::LOCK_EX)? {
+            return Ok(true);
+        }
+        std::thread::sleep(LOCK_RETRY);
+    }
+    Ok(false)
 }
 
 /// Tries `flock(op | LOCK_NB)`: `Ok(false)` when another process holds it.

@@ -30,6 +30,7 @@ pub(crate) enum Status {
 pub(crate) struct ShardLine {
     pub(crate) driver: Driver,
     pub(crate) received: u64,
+    /// Bus messages (broadcasts and fan-out work) dropped on a full queue.
     pub(crate) dropped: u64,
 }
 
@@ -135,7 +136,11 @@ impl Snapshot {
         let _ = writeln!(out, "  shards      {} ({})", self.shards.len(), drivers.join(", "));
         let received: Vec<String> = self.shards.iter().map(|s| s.received.to_string()).collect();
         let dropped: u64 = self.shards.iter().map(|s| s.dropped).sum();
-        let _ = writeln!(out, "  broadcasts  received per shard [{}], dropped {dropped}", received.join(", "));
+        let _ = writeln!(
+            out,
+            "  bus         broadcasts received per shard [{}], messages dropped {dropped}",
+            received.join(", ")
+        );
         let _ = writeln!(out, "  states      {} registered of {} slots", self.states.len(), self.slots);
         let width = self.states.iter().chain(&self.cache_keys).map(|(n, _)| n.chars().count()).max().unwrap_or(0);
         for (name, value) in &self.states {
@@ -163,7 +168,7 @@ impl Snapshot {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                json!({"id": i, "driver": s.driver.name(), "broadcasts_received": s.received, "broadcasts_dropped": s.dropped})
+                json!({"id": i, "driver": s.driver.name(), "broadcasts_received": s.received, "bus_dropped": s.dropped})
             })
             .collect();
         json!({
@@ -211,11 +216,12 @@ mod tests {
         assert!(text.contains("hits   -5"), "{text}");
         assert!(text.contains("users  Thu, 01 Jan 1970 00:00:02 GMT (2000000 µs)"), "{text}");
         assert!(text.contains("posts  never set"), "{text}");
-        assert!(text.contains("dropped 1"), "{text}");
+        assert!(text.contains("messages dropped 1"), "{text}");
         let j = s.to_json(true, from_micros(62_000_000));
         assert_eq!(j["states"]["hits"], -5);
         assert_eq!(j["cache_keys"]["posts"], serde_json::Value::Null);
         assert_eq!(j["shards"][0]["broadcasts_received"], 3);
+        assert_eq!(j["shards"][0]["bus_dropped"], 1);
         assert_eq!(j["uptime_secs"], 61);
     }
 }
