@@ -61,8 +61,7 @@ fn start(io: IoMode, shards: usize, dir: &std::path::Path) -> (skitai::Server, B
     let cell: Arc<OnceLock<SharedState>> = Arc::new(OnceLock::new());
     let (done_tx, done): (Sender<(usize, Duration)>, _) = unbounded();
     let (hist_tx, histograms) = unbounded();
-    let mut config = Config::default();
-    config.name = format!("perf-state-{}", std::process::id());
+    let mut config = Config { name: format!("perf-state-{}", std::process::id()), ..Config::default() };
     config.server.address = vec!["127.0.0.1".parse().unwrap()];
     config.server.port = 0;
     config.server.shards = shards;
