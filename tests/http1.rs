@@ -112,6 +112,21 @@ both_drivers! {
 }
 
 both_drivers! {
+    /// A slow request pipelined behind a quick one does not hold back the
+    /// quick one's answer: it is written while the slow handler still runs
+    /// (the slow one takes 30 s; the first answer must come well before).
+    fn pipelined_answer_not_held_by_a_slow_request(io) {
+        let server = hello(io).start();
+        let mut c = server.connect();
+        let mut batch = get("/").into_bytes();
+        batch.extend_from_slice(get("/delay?ms=30000").as_bytes());
+        c.send(&batch);
+        let r = c.read_response(); // bounded by IO_TIMEOUT (10 s), a third of the delay
+        assert_eq!((r.status, r.body_str().as_str()), (200, "Hello, World!"));
+    }
+}
+
+both_drivers! {
     /// A larger pipelined batch split across many TCP segments and write calls.
     fn pipelining_many_small_writes(io) {
         let server = hello(io).start();

@@ -7,8 +7,10 @@
 //! when the response is written.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -148,6 +150,31 @@ pub(crate) struct H2cUpgrade<R, W> {
     pub(crate) buffered: BytesMut,
     /// The upgrade request as a HEADERS frame on stream 1.
     pub(crate) request_frame: Bytes,
+}
+
+/// Awaits the future `$answer` inside connection method `$conn`. When it is
+/// not ready at once and the answers to earlier pipelined requests wait in
+/// the buffer, they are written first: a slow request never holds back the
+/// responses before it (a ready answer joins the batch, so pipelining still
+/// writes once). A macro, not a method, so the future is pinned where it is
+/// made instead of being moved into another future on every request.
+macro_rules! flush_while_pending {
+    ($conn:expr, $answer:expr) => {{
+        let mut answer = std::pin::pin!($answer);
+        let mut early = None;
+        if !$conn.out.is_empty() {
+            if let Poll::Ready(value) = std::future::poll_fn(|cx| Poll::Ready(answer.as_mut().poll(cx))).await {
+                early = Some(value);
+            } else {
+                // A failed write surfaces again at the next write, which ends the connection.
+                let _ = $conn.flush().await;
+            }
+        }
+        match early {
+            Some(value) => value,
+            None => answer.await,
+        }
+    }};
 }
 
 /// Serves one accepted connection until it closes. `initial` holds bytes
@@ -312,13 +339,15 @@ where
                 match shard.route(&mut request, self.peer, accept.as_ref(), from) {
                     Route::Respond(response) => break response,
                     Route::Handler(handler, mut cx) => {
-                        break shard.call(handler, request, &mut cx, accept.as_ref()).await;
+                        break flush_while_pending!(self, shard.call(handler, request, &mut cx, accept.as_ref()));
                     }
                     // Boxed so the file server's state does not enlarge every request's future.
-                    Route::Static { files, strip, next } => match Box::pin(files.serve(&request, strip)).await {
-                        Some(response) => break response,
-                        None => from = next,
-                    },
+                    Route::Static { files, strip, next } => {
+                        match flush_while_pending!(self, Box::pin(files.serve(&request, strip))) {
+                            Some(response) => break response,
+                            None => from = next,
+                        }
+                    }
                 }
             }
         };
@@ -477,7 +506,8 @@ where
         let mut response = if self.redirect {
             self.shard.https_redirect(&request)
         } else {
-            self.shard.dispatch(request, self.peer, accept.as_ref()).await
+            let shard = self.shard.clone();
+            flush_while_pending!(self, shard.dispatch(request, self.peer, accept.as_ref()))
         };
 
         // A body that failed (too large, malformed, timed out) decides the
