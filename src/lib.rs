@@ -99,6 +99,36 @@ pub mod internals {
         }
     }
 
+    /// Decodes `data` as WebSocket client frames fed in pieces of `step`
+    /// bytes (messages capped at 64 KiB): each message as (opcode, payload),
+    /// then the close code of a violation, if any. Must never panic.
+    pub fn ws_messages(data: &[u8], step: usize) -> (Vec<(u8, Vec<u8>)>, Option<u16>) {
+        use crate::proto::ws::codec::{Decoder, Message};
+        let step = step.max(1);
+        let mut decoder = Decoder::new(64 << 10);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in data.chunks(step) {
+            buf.extend_from_slice(piece);
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(message)) => out.push(match message {
+                        Message::Text(b) => (1, b.to_vec()),
+                        Message::Binary(b) => (2, b.to_vec()),
+                        Message::Close(c) => {
+                            (8, c.map(|(code, r)| [&code.to_be_bytes()[..], r.as_bytes()].concat()).unwrap_or_default())
+                        }
+                        Message::Ping(b) => (9, b.to_vec()),
+                        Message::Pong(b) => (10, b.to_vec()),
+                    }),
+                    Ok(None) => break,
+                    Err(code) => return (out, Some(code as u16)),
+                }
+            }
+        }
+        (out, None)
+    }
+
     /// Encodes the head of a 13-byte `text/plain` 200 response into `dst`.
     pub fn encode_hello_head(dst: &mut BytesMut) {
         let mut headers = HeaderMap::new();

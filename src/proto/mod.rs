@@ -8,6 +8,7 @@ mod deadline;
 pub(crate) mod h1;
 pub(crate) mod h2;
 mod prefixed;
+pub(crate) mod ws;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
