@@ -7,9 +7,13 @@ use crate::error::{Error, Result};
 
 /// Switches to `user` (else `SUDO_USER`) and `group` (else the user's primary
 /// group) when running as root: supplementary groups, gid, then uid. Does
-/// nothing when not root or when no user is named. The files in `hand_over`
-/// (made as root, removed by the server at exit) go to the new owner first.
-pub(crate) fn drop_privileges(user: Option<&str>, group: Option<&str>, hand_over: &[&std::path::Path]) -> Result<()> {
+/// nothing when not root or when no user is named. `hand_over` first gives
+/// the new owner what root made and the server must remove at exit.
+pub(crate) fn drop_privileges(
+    user: Option<&str>,
+    group: Option<&str>,
+    hand_over: impl FnOnce(libc::uid_t, libc::gid_t) -> std::io::Result<()>,
+) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         if user.is_some() {
@@ -24,10 +28,7 @@ pub(crate) fn drop_privileges(user: Option<&str>, group: Option<&str>, hand_over
         Some(g) => lookup_group(g)?,
         None => primary_gid,
     };
-    for path in hand_over {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))
-            .map_err(|e| Error::config("server.user", format!("cannot hand {} over: {e}", path.display())))?;
-    }
+    hand_over(uid, gid).map_err(|e| Error::config("server.user", format!("cannot hand the state file over: {e}")))?;
     let cname = CString::new(name.clone()).map_err(|_| Error::config("server.user", "contains NUL"))?;
     // SAFETY: plain syscalls with valid arguments; each result is checked.
     unsafe {

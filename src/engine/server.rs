@@ -177,7 +177,9 @@ impl Server {
             None => Vec::new(),
         };
         // Ports are bound and keys read: root is no longer needed.
-        super::privileges::drop_privileges(s.user.as_deref(), s.group.as_deref(), &[state.path()])?;
+        super::privileges::drop_privileges(s.user.as_deref(), s.group.as_deref(), |uid, gid| {
+            state.file().hand_over(uid, gid)
+        })?;
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let pool = DefaultThreadPool::new(s.threads);
         let mounts = Arc::new(program.mounts);

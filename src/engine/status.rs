@@ -21,9 +21,11 @@ pub(crate) fn print(config: &Config, json: bool) -> i32 {
     let name = &config.name;
     let now = SystemTime::now();
     let (code, text, value) = match read(&path) {
-        Status::Stopped => {
-            (STOPPED, format!("{name} [stopped]\n"), serde_json::json!({"name": name, "running": false}))
-        }
+        Status::Stopped => (
+            STOPPED,
+            format!("{name} [stopped]\n  (no state file at {})\n", path.display()),
+            serde_json::json!({"name": name, "running": false}),
+        ),
         Status::Stale(s) => (
             STOPPED,
             format!(

@@ -117,6 +117,10 @@ impl Ctx {
 
     /// Calls `f` on this shard for every `event` broadcast while the
     /// returned [`Subscription`] lives (`.keep()` it for the shard's life).
+    /// Each call adds a subscriber: subscribe once per shard (for example
+    /// behind a `OnceCell` in a per-shard handler) or per long-lived
+    /// connection, not once per request. For subscribers on every shard
+    /// from the start, use [`Engine::on_broadcast`](crate::Engine::on_broadcast).
     pub fn subscribe(&self, event: &str, f: impl Fn(&Event) + 'static) -> Subscription {
         self.services.subscribe(event, f)
     }

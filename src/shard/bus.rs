@@ -49,6 +49,7 @@ pub(crate) enum Message {
 
 /// Messages that did not reach some shards (or, for fan-out, shards that gave no answer).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BusError {
     /// Shards whose queue was full; the message was dropped there (and counted).
     pub full: Vec<usize>,
@@ -68,7 +69,7 @@ impl BusError {
 impl std::fmt::Display for BusError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ids = |shards: &[usize]| shards.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-        let mut parts = Vec::with_capacity(2);
+        let mut parts = Vec::with_capacity(3);
         if !self.full.is_empty() {
             parts.push(format!("{} (queue full)", ids(&self.full)));
         }
@@ -155,12 +156,17 @@ impl Bus {
     fn push(&self, shard: usize, message: Message) -> Result<(), Undelivered> {
         let inbox = &self.inboxes[shard];
         inbox.senders.fetch_add(1, Ordering::SeqCst);
-        let result = if inbox.closed.load(Ordering::SeqCst) {
-            Err(Undelivered::Stopped)
+        let (result, rejected) = if inbox.closed.load(Ordering::SeqCst) {
+            (Err(Undelivered::Stopped), Some(message))
         } else {
-            inbox.messages.push(message).map_err(|_| Undelivered::Full)
+            match inbox.messages.push(message) {
+                Ok(()) => (Ok(()), None),
+                Err(message) => (Err(Undelivered::Full), Some(message)),
+            }
         };
         inbox.senders.fetch_sub(1, Ordering::SeqCst);
+        // Dropped only now: a payload's `Drop` may take time; `close` must not wait for it.
+        drop(rejected);
         match result {
             Ok(()) => inbox.waker.wake(),
             Err(Undelivered::Full) => {
@@ -199,8 +205,25 @@ impl Bus {
     pub(crate) fn close(&self, shard: usize) {
         let inbox = &self.inboxes[shard];
         inbox.closed.store(true, Ordering::SeqCst);
+        let mut spins = 0u32;
         while inbox.senders.load(Ordering::SeqCst) != 0 {
-            std::hint::spin_loop();
+            // A sender preempted mid-push (more shards than cores) needs the CPU back.
+            spins += 1;
+            if spins < 100 { std::hint::spin_loop() } else { std::thread::yield_now() }
+        }
+    }
+
+    /// Closes `shard`'s inbox and drops what it still holds, for a shard
+    /// that ended without running its queue (a failed start, a panic):
+    /// fan-out waiting on it gets "stopped" instead of waiting forever, and
+    /// the broadcasts are counted as dropped.
+    pub(crate) fn close_and_discard(&self, shard: usize) {
+        self.close(shard);
+        while let Some(message) = self.pop_message(shard) {
+            if let Message::Broadcast(_) = message {
+                let line = self.stats.layout().shard_line(shard);
+                self.stats.u64_at(line + crate::state::layout::shard::DROPPED).fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -271,6 +294,26 @@ mod tests {
         assert!(bus.pop_message(1).is_none());
         bus.control(1, Control::Drain);
         assert_eq!(bus.pop_control(1), Some(Control::Drain), "control still gets through");
+    }
+
+    #[test]
+    fn discarding_a_dead_shards_inbox_cancels_its_work_and_counts_broadcasts() {
+        let (_dir, bus) = bus(1, 4);
+        let (tx, mut rx) = futures_channel::oneshot::channel::<u32>();
+        let mut tx = Some(tx);
+        bus.to_every_shard(|_| {
+            let tx = tx.take().expect("one shard");
+            Message::Run(Box::new(move |_| {
+                let _ = tx.send(1);
+            }))
+        })
+        .unwrap();
+        bus.broadcast(Event::new("lost", Payload::Empty)).unwrap();
+        bus.close_and_discard(0);
+        assert_eq!(rx.try_recv(), Err(futures_channel::oneshot::Canceled), "the waiter learns, it does not hang");
+        let line = bus.stats.layout().shard_line(0);
+        assert_eq!(bus.stats.u64_at(line + crate::state::layout::shard::DROPPED).load(Ordering::Relaxed), 1);
+        assert!(bus.broadcast(Event::new("late", Payload::Empty)).unwrap_err().stopped == vec![0]);
     }
 
     #[test]

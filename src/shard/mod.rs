@@ -61,14 +61,26 @@ pub(crate) fn spawn(
 ) -> std::io::Result<ShardHandle> {
     let id = plan.info.id;
     let thread = std::thread::Builder::new().name(format!("skitai-shard-{id}")).spawn(move || {
-        let state = plan.state.clone();
+        let _exit = ShardExit { state: plan.state.clone(), id };
         let result = run_shard(plan);
-        // However the shard ended, its inbox takes no more messages.
-        state.bus().close(id);
-        set_driver(&state, id, Driver::Starting);
         on_exit(id, result.err());
     })?;
     Ok(ShardHandle { thread })
+}
+
+/// Runs when a shard thread ends, also by a panic: its inbox takes no more
+/// messages and drops what is left (normally nothing: a shard that drains
+/// runs its queue first), and `status` shows it exited.
+struct ShardExit {
+    state: SharedState,
+    id: usize,
+}
+
+impl Drop for ShardExit {
+    fn drop(&mut self) {
+        self.state.bus().close_and_discard(self.id);
+        set_driver(&self.state, self.id, Driver::Exited);
+    }
 }
 
 /// Records shard `id`'s driver in the state file (for `skitai status`).
@@ -88,7 +100,6 @@ fn run_shard(plan: ShardPlan) -> Result<(), String> {
     };
     let shard_state = state.clone();
     driver::run_on_driver(io, pool, report, move || async move {
-        // Built on the shard thread: handler factories may subscribe to broadcasts here.
         let services = ShardServices::new(info, shard_state, &subscribers);
         let table = MountTable::new(
             mounts

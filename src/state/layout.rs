@@ -28,6 +28,8 @@ pub(crate) const HEADER_SIZE: usize = 256;
 pub(crate) const MAX_NAME_LEN: usize = LINE - 1;
 /// Longest instance name stored in the header, bytes.
 pub(crate) const MAX_INSTANCE_NAME_LEN: usize = 63;
+/// Longest skitai version string stored in the header, bytes.
+pub(crate) const MAX_VERSION_LEN: usize = 31;
 
 /// Header field offsets (bytes from the start of the file).
 pub(crate) mod header {
@@ -67,13 +69,15 @@ pub(crate) mod shard {
 
 /// The I/O driver a shard reports in the shard table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Driver {
-    /// The shard has not started yet (or has exited).
+pub(crate) enum Driver {
+    /// The shard has not started yet.
     Starting = 0,
     /// io_uring.
     IoUring = 1,
     /// epoll.
     Epoll = 2,
+    /// The shard has exited.
+    Exited = 3,
 }
 
 impl Driver {
@@ -82,16 +86,18 @@ impl Driver {
         match code {
             1 => Driver::IoUring,
             2 => Driver::Epoll,
+            3 => Driver::Exited,
             _ => Driver::Starting,
         }
     }
 
     /// The name used in logs and `skitai status`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Driver::Starting => "starting",
             Driver::IoUring => "io_uring",
             Driver::Epoll => "epoll",
+            Driver::Exited => "exited",
         }
     }
 }
@@ -178,7 +184,7 @@ mod tests {
             assert!(offset + size <= header::NAME, "field at {offset} ends before the name");
         }
         const { assert!(header::NAME + 1 + MAX_INSTANCE_NAME_LEN <= header::SKITAI_VERSION) };
-        const { assert!(header::SKITAI_VERSION + 32 <= HEADER_SIZE) };
+        const { assert!(header::SKITAI_VERSION + 1 + MAX_VERSION_LEN <= HEADER_SIZE) };
         const { assert!(shard::DROPPED + 8 <= LINE) };
     }
 
@@ -191,9 +197,9 @@ mod tests {
     #[test]
     fn magic_spells_the_format() {
         assert_eq!(&MAGIC.to_le_bytes(), b"SKITAIst");
-        for code in 0..4 {
+        for code in 0..5 {
             let d = Driver::from_code(code);
-            assert_eq!(d as u32, if code < 3 { code } else { 0 });
+            assert_eq!(d as u32, if code < 4 { code } else { 0 });
         }
     }
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use event::{Event, Payload};
-pub use layout::Driver;
+pub(crate) use layout::Driver;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -228,7 +228,7 @@ impl SharedState {
         let now = micros(SystemTime::now());
         let mut current = cell.load(Ordering::Acquire);
         let stored = loop {
-            let next = now.max(current + 1);
+            let next = now.max(current.saturating_add(1));
             match cell.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => break next,
                 Err(seen) => current = seen,
@@ -236,7 +236,8 @@ impl SharedState {
         };
         let time = from_micros(stored);
         if let Err(e) = self.broadcast(&format!("model-changed:{name}"), Payload::value(time)) {
-            tracing::warn!("setlu({name:?}): model-changed event {e}");
+            // Counted in the state file (`status`); a log line per call could flood.
+            tracing::debug!("setlu({name:?}): model-changed event {e}");
         }
         Ok(time)
     }

@@ -13,7 +13,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
-use memmap2::{Mmap, MmapMut};
+use memmap2::{MmapOptions, MmapRaw};
 
 use super::layout::{self, Layout, header};
 
@@ -50,15 +50,12 @@ pub(crate) enum OpenError {
     Io { path: PathBuf, source: io::Error },
 }
 
-enum Mapping {
-    ReadWrite(MmapMut),
-    ReadOnly(Mmap),
-}
-
 /// A mapped state file. Every field is accessed through atomics, so any
 /// number of threads and processes may use it at once.
 pub(crate) struct StateFile {
-    mapping: Mapping,
+    /// A raw mapping: all access goes through atomics and raw pointers,
+    /// never through a `&[u8]` that others write behind.
+    mapping: MmapRaw,
     layout: Layout,
     path: PathBuf,
     /// Holds the lock of a file we created.
@@ -88,24 +85,20 @@ impl StateFile {
     pub(crate) fn create(path: &Path, new: &NewFile<'_>) -> Result<StateFile, CreateError> {
         let io_error = |source| CreateError::Io { path: path.to_owned(), source };
         for _ in 0..CREATE_ATTEMPTS {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o644)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(path)
-                .map_err(io_error)?;
+            let file = open_own_file(path, true).map_err(io_error)?;
             if !lock_exclusive(&file).map_err(io_error)? {
                 return Err(CreateError::Running { pid: recorded_pid(&file).unwrap_or(0), path: path.to_owned() });
             }
             // The previous owner may have unlinked the path between our open
             // and our lock: then we hold a lock on a file nobody can find.
             let ours = file.metadata().map_err(io_error)?;
-            match std::fs::metadata(path) {
+            match std::fs::symlink_metadata(path) {
                 Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {}
                 _ => continue,
+            }
+            if ours.len() == 0 {
+                // New: nobody has it mapped, so it can be sized in place.
+                return StateFile::initialize(file, path, new).map_err(io_error);
             }
             if let Some(pid) = recorded_pid(&file) {
                 tracing::warn!(
@@ -113,32 +106,56 @@ impl StateFile {
                     path.display()
                 );
             }
-            let size = new.layout.file_size();
-            file.set_len(0).and_then(|()| file.set_len(size as u64)).map_err(io_error)?;
-            // SAFETY: the file is ours (locked), of the size just set, and
-            // is only ever accessed through this mapping's atomics and the
-            // initial writes below; other processes map it read-only or
-            // through the same atomics.
-            let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io_error)?;
-            write_initial(&mut map, new);
-            let state = StateFile {
-                mapping: Mapping::ReadWrite(map),
-                layout: new.layout,
-                path: path.to_owned(),
-                file,
-                owner: true,
-                removed: AtomicBool::new(false),
-            };
-            // Published last: a reader that sees the magic sees the rest.
-            state.u64_at(header::MAGIC).store(layout::MAGIC, Ordering::Release);
-            return Ok(state);
+            // A stale file may be mapped by a `status` reader: never truncate
+            // it under them. Build the new one aside and rename it over the
+            // old, holding the old one's lock until then, so a concurrent
+            // start sees either a locked old file or a locked new one.
+            let aside = path.with_extension(format!("state.new{}", std::process::id()));
+            let _ = std::fs::remove_file(&aside);
+            let fresh = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                .open(&aside)
+                .map_err(io_error)?;
+            if !try_lock(&fresh, libc::LOCK_EX).map_err(io_error)? {
+                return Err(io_error(io::Error::other("cannot lock the replacement state file")));
+            }
+            let state = StateFile::initialize(fresh, path, new);
+            let renamed = state.as_ref().map_err(|_| ()).and_then(|_| std::fs::rename(&aside, path).map_err(|_| ()));
+            if renamed.is_err() {
+                let _ = std::fs::remove_file(&aside);
+            }
+            return state.map_err(io_error);
         }
         Err(io_error(io::Error::other("the file kept being replaced by another process")))
     }
 
+    /// Sizes a locked, empty `file`, maps it and writes the header; `path`
+    /// is where it lives (or will, once renamed).
+    fn initialize(file: File, path: &Path, new: &NewFile<'_>) -> io::Result<StateFile> {
+        let size = new.layout.file_size();
+        file.set_len(size as u64)?;
+        let mapping = MmapRaw::map_raw(&file)?;
+        let state = StateFile {
+            mapping,
+            layout: new.layout,
+            path: path.to_owned(),
+            file,
+            owner: true,
+            removed: AtomicBool::new(false),
+        };
+        state.write_initial(new);
+        // Published last: a reader that sees the magic sees the rest.
+        state.u64_at(header::MAGIC).store(layout::MAGIC, Ordering::Release);
+        Ok(state)
+    }
+
     /// Maps an existing file read-only, checking its header (`skitai status`).
     pub(crate) fn open_read_only(path: &Path) -> Result<StateFile, OpenError> {
-        let file = match File::open(path) {
+        let file = match open_own_file(path, false) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::Missing(path.to_owned())),
             Err(source) => return Err(OpenError::Io { path: path.to_owned(), source }),
@@ -148,21 +165,22 @@ impl StateFile {
         if len < layout::HEADER_SIZE as u64 {
             return Err(invalid("shorter than a header"));
         }
-        // SAFETY: mapped read-only and read only through atomics and
-        // bounds-checked byte slices; the size is checked against the header
-        // before any offset beyond the header is used.
-        let map = unsafe { Mmap::map(&file) }.map_err(|source| OpenError::Io { path: path.to_owned(), source })?;
+        let map = MmapOptions::new()
+            .map_raw_read_only(&file)
+            .map_err(|source| OpenError::Io { path: path.to_owned(), source })?;
         let mut state = StateFile {
-            mapping: Mapping::ReadOnly(map),
+            mapping: map,
             layout: Layout { shards: 0, slots: 0 },
             path: path.to_owned(),
             file,
             owner: false,
             removed: AtomicBool::new(false),
         };
-        if state.u64_at(header::MAGIC).load(Ordering::Acquire) != layout::MAGIC {
+        // Relaxed loads plus a fence: the only atomic loads Rust promises on read-only memory.
+        if state.u64_at(header::MAGIC).load(Ordering::Relaxed) != layout::MAGIC {
             return Err(invalid("no skitai magic (being created, or another file)"));
         }
+        std::sync::atomic::fence(Ordering::Acquire);
         if state.u32_at(header::VERSION).load(Ordering::Relaxed) != layout::VERSION {
             return Err(invalid("written by another skitai version"));
         }
@@ -218,17 +236,16 @@ impl StateFile {
     }
 
     fn base(&self) -> *const u8 {
-        match &self.mapping {
-            Mapping::ReadWrite(m) => m.as_ptr(),
-            Mapping::ReadOnly(m) => m.as_ptr(),
-        }
+        self.mapping.as_ptr()
     }
 
     fn len(&self) -> usize {
-        match &self.mapping {
-            Mapping::ReadWrite(m) => m.len(),
-            Mapping::ReadOnly(m) => m.len(),
-        }
+        self.mapping.len()
+    }
+
+    /// Gives the file to `uid`/`gid` (before the server drops root), by descriptor.
+    pub(crate) fn hand_over(&self, uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
+        std::os::unix::fs::fchown(&self.file, Some(uid), Some(gid))
     }
 
     /// The `u32` at `offset`.
@@ -302,27 +319,56 @@ fn recorded_pid(file: &File) -> Option<u32> {
     (magic == layout::MAGIC).then(|| u32::from_ne_bytes(head[header::PID..header::PID + 4].try_into().unwrap()))
 }
 
-/// Writes everything but the magic into a fresh (zeroed) mapping.
-fn write_initial(map: &mut [u8], new: &NewFile<'_>) {
-    let l = new.layout;
-    let put_u32 = |map: &mut [u8], at: usize, v: u32| map[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-    let put_u64 = |map: &mut [u8], at: usize, v: u64| map[at..at + 8].copy_from_slice(&v.to_ne_bytes());
-    put_u32(map, header::VERSION, layout::VERSION);
-    put_u32(map, header::SHARDS, l.shards as u32);
-    put_u32(map, header::SLOTS, l.slots as u32);
-    put_u32(map, header::STATES, new.states.len() as u32);
-    put_u32(map, header::CACHE_KEYS, new.cache_keys.len() as u32);
-    put_u32(map, header::PID, std::process::id());
-    put_u64(map, header::STARTED, new.started_micros as u64);
-    put_u64(map, header::FILE_SIZE, l.file_size() as u64);
-    put_string(map, header::NAME, layout::MAX_INSTANCE_NAME_LEN, new.instance);
-    put_string(map, header::SKITAI_VERSION, 31, env!("CARGO_PKG_VERSION"));
-    for (i, name) in new.states.iter().enumerate() {
-        put_string(map, l.state_name(i), layout::MAX_NAME_LEN, name);
+impl StateFile {
+    /// Writes everything but the magic into a fresh (zeroed) mapping.
+    fn write_initial(&self, new: &NewFile<'_>) {
+        // SAFETY: the mapping is ours alone (locked, not yet published: no
+        // reader accepts it before the magic is stored), `len` bytes long,
+        // and no reference into it exists while this slice lives.
+        let map = unsafe { std::slice::from_raw_parts_mut(self.mapping.as_mut_ptr(), self.mapping.len()) };
+        let l = new.layout;
+        let put_u32 = |map: &mut [u8], at: usize, v: u32| map[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+        let put_u64 = |map: &mut [u8], at: usize, v: u64| map[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+        put_u32(map, header::VERSION, layout::VERSION);
+        put_u32(map, header::SHARDS, l.shards as u32);
+        put_u32(map, header::SLOTS, l.slots as u32);
+        put_u32(map, header::STATES, new.states.len() as u32);
+        put_u32(map, header::CACHE_KEYS, new.cache_keys.len() as u32);
+        put_u32(map, header::PID, std::process::id());
+        put_u64(map, header::STARTED, new.started_micros as u64);
+        put_u64(map, header::FILE_SIZE, l.file_size() as u64);
+        put_string(map, header::NAME, layout::MAX_INSTANCE_NAME_LEN, new.instance);
+        put_string(map, header::SKITAI_VERSION, layout::MAX_VERSION_LEN, env!("CARGO_PKG_VERSION"));
+        for (i, name) in new.states.iter().enumerate() {
+            put_string(map, l.state_name(i), layout::MAX_NAME_LEN, name);
+        }
+        for (i, name) in new.cache_keys.iter().enumerate() {
+            put_string(map, l.cache_key_name(i), layout::MAX_NAME_LEN, name);
+        }
     }
-    for (i, name) in new.cache_keys.iter().enumerate() {
-        put_string(map, l.cache_key_name(i), layout::MAX_NAME_LEN, name);
+}
+
+/// Opens `path` without following a symlink, and only if it is a regular
+/// file owned by this process's user: `/dev/shm` is shared by everyone, and
+/// a file planted there must not be truncated by root or mapped by us.
+/// `create` makes it when missing (read-write), else it opens it read-only.
+fn open_own_file(path: &Path, create: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY);
+    if create {
+        options.write(true).create(true).truncate(false).mode(0o644);
     }
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !meta.file_type().is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    if create && meta.uid() != me {
+        return Err(io::Error::other(format!("owned by uid {}, not by this user (uid {me})", meta.uid())));
+    }
+    Ok(file)
 }
 
 /// A length byte and at most `max_len` bytes of `s` (cut at a char boundary).
@@ -427,6 +473,25 @@ mod tests {
         std::fs::write(&path, &bytes[..bytes.len() - 64]).unwrap();
         assert!(matches!(StateFile::open_read_only(&path), Err(OpenError::Invalid { .. })));
         drop(file);
+    }
+
+    #[test]
+    fn planted_symlinks_and_foreign_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let path = dir.path().join("s.state");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        assert!(StateFile::create(&path, &new_file(&[], &[])).is_err(), "a symlink is not followed");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "the link's target is untouched");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let foreign = dir.path().join("f.state");
+            std::fs::write(&foreign, b"").unwrap();
+            std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+            let e = StateFile::create(&foreign, &new_file(&[], &[])).unwrap_err();
+            assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+        }
     }
 
     #[test]

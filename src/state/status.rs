@@ -87,7 +87,7 @@ fn snapshot(file: &StateFile) -> Snapshot {
     Snapshot {
         name: file.string_at(header::NAME, layout::MAX_INSTANCE_NAME_LEN),
         pid: file.u32_at(header::PID).load(Ordering::Relaxed),
-        version: file.string_at(header::SKITAI_VERSION, 31),
+        version: file.string_at(header::SKITAI_VERSION, layout::MAX_VERSION_LEN),
         started_micros: file.u64_at(header::STARTED).load(Ordering::Relaxed) as i64,
         slots: l.slots,
         shards,
@@ -96,9 +96,22 @@ fn snapshot(file: &StateFile) -> Snapshot {
     }
 }
 
+/// Seconds since the epoch of 10000-01-01, the end of `httpdate`'s range.
+const YEAR_10000: i64 = 253_402_300_800;
+
+/// A time as an HTTP date (when it has one: 1970 to 9999; a broken clock
+/// or file must not crash `status`).
+fn http_date(us: i64) -> String {
+    if (0..YEAR_10000 * 1_000_000).contains(&us) {
+        httpdate::fmt_http_date(from_micros(us))
+    } else {
+        "(out of range)".to_owned()
+    }
+}
+
 /// A time as an HTTP date plus its microseconds since the epoch.
 fn format_time(us: i64) -> String {
-    format!("{} ({us} µs)", httpdate::fmt_http_date(from_micros(us)))
+    format!("{} ({us} µs)", http_date(us))
 }
 
 /// `3725` seconds → `1h 02m 05s`.
@@ -129,7 +142,7 @@ impl Snapshot {
             out,
             "  uptime      {} (since {})",
             format_uptime(self.uptime_secs(now)),
-            httpdate::fmt_http_date(from_micros(self.started_micros))
+            http_date(self.started_micros)
         );
         let drivers: Vec<String> =
             self.shards.iter().enumerate().map(|(i, s)| format!("#{i} {}", s.driver.name())).collect();
@@ -223,5 +236,8 @@ mod tests {
         assert_eq!(j["shards"][0]["broadcasts_received"], 3);
         assert_eq!(j["shards"][0]["bus_dropped"], 1);
         assert_eq!(j["uptime_secs"], 61);
+        let odd = Snapshot { started_micros: -5, cache_keys: vec![("k".into(), i64::MAX)], ..s };
+        let text = odd.to_text(from_micros(0));
+        assert!(text.contains("(out of range)"), "a broken clock does not crash status: {text}");
     }
 }

@@ -506,8 +506,10 @@ where
         let mut response = if self.redirect {
             self.shard.https_redirect(&request)
         } else {
-            let shard = self.shard.clone();
-            flush_while_pending!(self, shard.dispatch(request, self.peer, accept.as_ref()))
+            // Not `flush_while_pending!`: a client that sends the whole body
+            // before reading could stall a flush of earlier answers while
+            // nobody reads the body.
+            self.shard.dispatch(request, self.peer, accept.as_ref()).await
         };
 
         // A body that failed (too large, malformed, timed out) decides the
