@@ -50,7 +50,7 @@ struct Site {
 
 impl Site {
     fn empty() -> Site {
-        // The prefix keeps the absolute path free of dot-directories (tempdir's default is `.tmpXXXX`).
+        // The prefix keeps the absolute path free of dot-directories (tempdir names start with `.tmp` by default).
         let base = tempfile::Builder::new().prefix("skitai-static-").tempdir().expect("temp dir");
         fs::create_dir(base.path().join("root")).unwrap();
         fs::write(base.path().join("secret.txt"), SECRET).unwrap();

@@ -78,6 +78,17 @@ impl Pki {
         self.dir.path().join(name)
     }
 
+    /// For reload tests: an `old` and a `new` certificate, and the `live`
+    /// files the server reads, holding a copy of `old`.
+    fn reloadable(&self) -> (Cert, Cert, Cert) {
+        let old = self.ec("old", "old.localhost");
+        let new = self.ec("new", "new.localhost");
+        let live = Cert { cert: self.path("live.crt"), key: self.path("live.key") };
+        fs::copy(&old.cert, &live.cert).unwrap();
+        fs::copy(&old.key, &live.key).unwrap();
+        (old, new, live)
+    }
+
     /// A self-signed certificate for `cn` (also valid for localhost and 127.0.0.1) over `key`.
     fn self_signed(&self, key: &Path, cert: &Path, cn: &str) {
         let san = format!("subjectAltName=DNS:{cn},DNS:localhost,IP:127.0.0.1");
@@ -687,11 +698,7 @@ both_drivers! {
     /// while the reload happens fails.
     fn sighup_reload_under_load(io) {
         let pki = Pki::new();
-        let old = pki.ec("old", "old.localhost");
-        let new = pki.ec("new", "new.localhost");
-        let live = Cert { cert: pki.path("live.crt"), key: pki.path("live.key") };
-        fs::copy(&old.cert, &live.cert).unwrap();
-        fs::copy(&old.key, &live.key).unwrap();
+        let (old, new, live) = pki.reloadable();
         let server = tls_hello(io, &live, "[server]\nkeep_alive = 300\n", "");
         assert_eq!(served_cn(server.addr(), None), "old.localhost");
 
@@ -733,11 +740,7 @@ both_drivers! {
     /// certificate) keeps the old certificate and is logged; a good one then loads.
     fn sighup_broken_files_keep_old(io) {
         let pki = Pki::new();
-        let old = pki.ec("old", "old.localhost");
-        let new = pki.ec("new", "new.localhost");
-        let live = Cert { cert: pki.path("live.crt"), key: pki.path("live.key") };
-        fs::copy(&old.cert, &live.cert).unwrap();
-        fs::copy(&old.key, &live.key).unwrap();
+        let (_old, new, live) = pki.reloadable();
         let server = tls_hello(io, &live, "", "");
         let not_reloaded = |t: &str| t.matches("not reloaded").count();
         // (A handshake first: a SIGHUP right after start-up is `sighup_right_after_start`'s case.)

@@ -599,6 +599,7 @@ class NginxServer(Server):
     name = "nginx"
     desc = "nginx (Debian), 1 worker, reuseport, access_log off (hello: `return 200`; static: `root $FIXTURES`)"
 
+    # One config for both routes; ROUTES fills in what differs.
     CONF = """worker_processes 1;
 daemon off;
 pid {d}/nginx.pid;
@@ -618,50 +619,27 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    default_type text/plain;
+{http_extra}
     server {{
         listen {host}:{port} reuseport backlog=4096{listen_opts};{tls}
         location / {{
-            return 200 "Hello, World!";
+            {location}
         }}
     }}
 }}
 """
 
-    # Route "static": the same, serving $FIXTURES the way a tuned nginx serves files.
-    CONF_STATIC = """worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-worker_rlimit_nofile {nofile};
-events {{
-    worker_connections 30000;
-    use epoll;
-}}
-http {{
-    access_log off;
-    server_tokens off;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    default_type application/octet-stream;
+    # Route → (lines in `http {}`, the `location /` body). "static" serves
+    # $FIXTURES the way a tuned nginx serves files.
+    ROUTES = {
+        "hello": ("    default_type text/plain;", 'return 200 "Hello, World!";'),
+        "static": ("""    default_type application/octet-stream;
     sendfile on;
     tcp_nopush on;
     open_file_cache max=1000 inactive=60s;
     open_file_cache_valid 1s;
-    etag on;
-    server {{
-        listen {host}:{port} reuseport backlog=4096;
-        location / {{
-            root {root};
-        }}
-    }}
-}}
-"""
+    etag on;""", "root {root};"),
+    }
 
     # Per transport: extra `listen` parameters, and whether the server block gets the
     # TLS lines (the run's certificate; TLS 1.2 and 1.3 as rustls in skitai).
@@ -689,19 +667,15 @@ http {{
         if transport in TLS_TRANSPORTS:
             cert, key = ensure_tls_cert(ctx)
             tls = self.TLS_LINES.format(cert=cert, key=key)
-        conf = workdir / "nginx.conf"
-        if route == "static":
-            text = self.CONF_STATIC.format(d=workdir, host=HOST, port=port, nofile=NOFILE,
-                                           root=ensure_fixtures(ctx))
-            # the same listen parameters and TLS lines as the hello config
-            text = text.replace(f"reuseport backlog=4096;\n",
-                                f"reuseport backlog=4096{self.LISTEN_OPTS[transport]};{tls}\n", 1)
-            conf.write_text(text)
-        elif route == "hello":
-            conf.write_text(self.CONF.format(d=workdir, host=HOST, port=port, nofile=NOFILE,
-                                             listen_opts=self.LISTEN_OPTS[transport], tls=tls))
-        else:
+        if route not in self.ROUTES:
             raise Skip(f"no nginx config for route `{route}`")
+        http_extra, location = self.ROUTES[route]
+        if route == "static":
+            location = location.format(root=ensure_fixtures(ctx))
+        conf = workdir / "nginx.conf"
+        conf.write_text(self.CONF.format(d=workdir, host=HOST, port=port, nofile=NOFILE,
+                                         listen_opts=self.LISTEN_OPTS[transport], tls=tls,
+                                         http_extra=http_extra, location=location))
         return [nginx, "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)]
 
     def config_text(self, run):

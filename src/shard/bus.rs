@@ -22,6 +22,7 @@ use futures_util::task::AtomicWaker;
 
 use crate::mount::ShardInfo;
 use crate::state::Event;
+use crate::state::layout::shard as shard_line;
 use crate::state::shm::StateFile;
 
 /// Messages handled per wake-up before the bus task yields to connections.
@@ -169,10 +170,7 @@ impl Bus {
         drop(rejected);
         match result {
             Ok(()) => inbox.waker.wake(),
-            Err(Undelivered::Full) => {
-                let line = self.stats.layout().shard_line(shard);
-                self.stats.u64_at(line + crate::state::layout::shard::DROPPED).fetch_add(1, Ordering::Relaxed);
-            }
+            Err(Undelivered::Full) => self.count(shard, shard_line::DROPPED),
             Err(Undelivered::Stopped) => {}
         }
         result
@@ -221,16 +219,25 @@ impl Bus {
         self.close(shard);
         while let Some(message) = self.pop_message(shard) {
             if let Message::Broadcast(_) = message {
-                let line = self.stats.layout().shard_line(shard);
-                self.stats.u64_at(line + crate::state::layout::shard::DROPPED).fetch_add(1, Ordering::Relaxed);
+                self.count(shard, shard_line::DROPPED);
             }
         }
     }
 
     /// Counts a broadcast `shard` has handled (for `skitai status`).
     pub(crate) fn count_received(&self, shard: usize) {
-        let line = self.stats.layout().shard_line(shard);
-        self.stats.u64_at(line + crate::state::layout::shard::RECEIVED).fetch_add(1, Ordering::Relaxed);
+        self.count(shard, shard_line::RECEIVED);
+    }
+
+    /// Adds one to the counter at `field` of `shard`'s line in the state file.
+    fn count(&self, shard: usize, field: usize) {
+        self.stats.u64_at(self.stats.layout().shard_line(shard) + field).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counter at `field` of `shard`'s line (tests).
+    #[cfg(test)]
+    fn counter(&self, shard: usize, field: usize) -> u64 {
+        self.stats.u64_at(self.stats.layout().shard_line(shard) + field).load(Ordering::Relaxed)
     }
 }
 
@@ -272,8 +279,7 @@ mod tests {
         let e = bus.broadcast(Event::new("c", Payload::Empty)).unwrap_err();
         assert_eq!(e, BusError { full: vec![0, 2], ..BusError::default() });
         assert_eq!(e.to_string(), "not delivered to shard(s) 0, 2 (queue full)");
-        let line = bus.stats.layout().shard_line(0);
-        assert_eq!(bus.stats.u64_at(line + crate::state::layout::shard::DROPPED).load(Ordering::Relaxed), 1);
+        assert_eq!(bus.counter(0, shard_line::DROPPED), 1);
         let names: Vec<String> = std::iter::from_fn(|| bus.pop_message(0))
             .map(|m| match m {
                 Message::Broadcast(e) => e.name().to_owned(),
@@ -311,8 +317,7 @@ mod tests {
         bus.broadcast(Event::new("lost", Payload::Empty)).unwrap();
         bus.close_and_discard(0);
         assert_eq!(rx.try_recv(), Err(futures_channel::oneshot::Canceled), "the waiter learns, it does not hang");
-        let line = bus.stats.layout().shard_line(0);
-        assert_eq!(bus.stats.u64_at(line + crate::state::layout::shard::DROPPED).load(Ordering::Relaxed), 1);
+        assert_eq!(bus.counter(0, shard_line::DROPPED), 1);
         assert!(bus.broadcast(Event::new("late", Payload::Empty)).unwrap_err().stopped == vec![0]);
     }
 

@@ -100,7 +100,6 @@ struct Inner {
     file: Arc<StateFile>,
     states: Names,
     cache_keys: Names,
-    started_micros: i64,
     bus: Arc<Bus>,
 }
 
@@ -169,7 +168,7 @@ impl SharedState {
         })?;
         let file = Arc::new(file);
         let bus = Arc::new(Bus::new(shards, st.bus_capacity, file.clone()));
-        Ok(SharedState { inner: Arc::new(Inner { file, states, cache_keys, started_micros, bus }) })
+        Ok(SharedState { inner: Arc::new(Inner { file, states, cache_keys, bus }) })
     }
 
     /// The bus this state's events travel on.
@@ -245,7 +244,7 @@ impl SharedState {
     /// The latest update time of the cache keys `names`; keys never set
     /// count as the instance's start time (as does an empty list).
     pub fn getlu(&self, names: &[&str]) -> std::result::Result<SystemTime, StateError> {
-        let mut latest = self.inner.started_micros;
+        let mut latest = self.inner.file.u64_at(layout::header::STARTED).load(Ordering::Relaxed) as i64;
         for name in names {
             latest = latest.max(self.cache_key(name)?.load(Ordering::Acquire));
         }

@@ -151,20 +151,7 @@ mod tests {
     use super::*;
 
     fn client(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut out = vec![first];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        let mut body = payload.to_vec();
-        frame::apply_mask(&mut body, mask, 0);
-        out.extend_from_slice(&body);
-        out
+        frame::tests::client_frame(first, payload, [0x37, 0xfa, 0x21, 0x3d])
     }
 
     fn decode_all(bytes: &[u8], max: usize) -> Result<Vec<Message>, CloseCode> {

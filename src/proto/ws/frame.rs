@@ -148,7 +148,7 @@ pub(crate) fn encode(opcode: OpCode, fin: bool, rsv1: bool, payload: &[u8], dst:
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A masked client frame, as a browser sends it.
