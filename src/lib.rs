@@ -17,6 +17,7 @@ mod net;
 mod proto;
 mod shard;
 pub mod state;
+pub mod ws;
 
 pub use apps::StaticDir;
 pub use engine::{DEFAULT_CONFIG_FILE, Engine, IntoMountTarget, MountTarget, ReloadHandle, Server, ShutdownHandle};

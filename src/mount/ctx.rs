@@ -24,6 +24,8 @@ pub struct Ctx {
     /// Paths `push` recorded; `None` where push is not possible (HTTP/1.1).
     pub(crate) pushes: Option<Vec<String>>,
     pub(crate) services: Rc<ShardServices>,
+    /// A WebSocket upgrade the handler accepted (`ws::accept`).
+    pub(crate) upgrade: crate::ws::UpgradeSlot,
 }
 
 impl Ctx {

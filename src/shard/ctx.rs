@@ -249,6 +249,7 @@ impl ShardCtx {
             devel: self.devel,
             pushes: None,
             services: self.services.clone(),
+            upgrade: Default::default(),
         };
         Route::Handler(handler, cx)
     }
@@ -299,36 +300,47 @@ impl ShardCtx {
     /// [`Self::route`] then [`Self::call`] or the static files, falling
     /// through past static mounts that have nothing to serve.
     pub(crate) async fn dispatch(&self, req: Request, peer: SocketAddr, accept: Option<&HeaderValue>) -> Response {
-        self.dispatch_with_push(req, peer, accept, false).await.0
+        self.dispatch_with_push(req, peer, accept, false).await.response
     }
 
     /// [`Self::dispatch`], with server push offered to the handler when
-    /// `push` is set (HTTP/2); returns the paths it asked to push.
+    /// `push` is set (HTTP/2); also returns the paths it asked to push and
+    /// the WebSocket it accepted.
     pub(crate) async fn dispatch_with_push(
         &self,
         mut req: Request,
         peer: SocketAddr,
         accept: Option<&HeaderValue>,
         push: bool,
-    ) -> (Response, Vec<String>) {
+    ) -> Dispatched {
         let mut from = 0;
         loop {
             match self.route(&mut req, peer, accept, from) {
-                Route::Respond(response) => return (response, Vec::new()),
+                Route::Respond(response) => return Dispatched { response, pushes: Vec::new(), websocket: None },
                 Route::Handler(handler, mut cx) => {
                     if push {
                         cx.pushes = Some(Vec::new());
                     }
                     let response = self.call(handler, req, &mut cx, accept).await;
-                    return (response, cx.pushes.take().unwrap_or_default());
+                    let pushes = cx.pushes.take().unwrap_or_default();
+                    return Dispatched { response, pushes, websocket: cx.upgrade.0.take() };
                 }
                 Route::Static { files, strip, next } => match Box::pin(files.serve(&req, strip)).await {
-                    Some(response) => return (response, Vec::new()),
+                    Some(response) => return Dispatched { response, pushes: Vec::new(), websocket: None },
                     None => from = next,
                 },
             }
         }
     }
+}
+
+/// What answering a request produced.
+pub(crate) struct Dispatched {
+    pub(crate) response: Response,
+    /// Paths the handler asked to push (HTTP/2).
+    pub(crate) pushes: Vec<String>,
+    /// A WebSocket the handler accepted; it opens once the response is sent.
+    pub(crate) websocket: Option<Box<crate::ws::Pending>>,
 }
 
 /// Who answers a request.

@@ -29,6 +29,8 @@ pub(crate) struct ShardServices {
     pub(crate) state: SharedState,
     subscribers: RefCell<SubscriberMap>,
     next_id: Cell<u64>,
+    /// The WebSocket rooms with members on this shard.
+    pub(crate) ws_rooms: RefCell<crate::ws::rooms::Rooms>,
 }
 
 impl std::fmt::Debug for ShardServices {
@@ -40,8 +42,13 @@ impl std::fmt::Debug for ShardServices {
 impl ShardServices {
     /// Services for shard `info`, with the engine-wide subscribers installed.
     pub(crate) fn new(info: ShardInfo, state: SharedState, global: &[GlobalSubscriber]) -> Rc<ShardServices> {
-        let services =
-            Rc::new(ShardServices { info, state, subscribers: RefCell::new(HashMap::new()), next_id: Cell::new(0) });
+        let services = Rc::new(ShardServices {
+            info,
+            state,
+            subscribers: RefCell::new(HashMap::new()),
+            next_id: Cell::new(0),
+            ws_rooms: RefCell::default(),
+        });
         for (event, f) in global {
             let f = f.clone();
             services.subscribe(event, move |e| f(e)).keep();

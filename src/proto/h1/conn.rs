@@ -27,6 +27,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::http::{Body, BodySource, FileBody, FilePart, Response, error_response, header_pool};
 use crate::net::{Cork, Sent, ZeroCopyWrite, send_file};
 use crate::proto::Deadline;
+use crate::proto::ws::conn::{H1Read, H1Write};
 use crate::shard::{Route, ShardCtx};
 
 /// Capacity of a connection's read buffer for request heads; grows up to the head limit.
@@ -140,6 +141,8 @@ enum Next {
     Close,
     /// Switch to HTTP/2 (`Upgrade: h2c`); the request goes on as stream 1.
     UpgradeH2c,
+    /// The `101` for a WebSocket is in the batch; the connection becomes one.
+    UpgradeWs,
 }
 
 /// A connection handed over to HTTP/2 after `101 Switching Protocols`.
@@ -208,9 +211,16 @@ where
         redirect,
         h2c_upgrade,
         upgrade: None,
+        websocket: None,
     };
     if let Err(e) = conn.run().await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+        return None;
+    }
+    if let Some(pending) = conn.websocket.take() {
+        let side = conn.side.take()?;
+        let (read, write) = (H1Read(side.io), H1Write(conn.write));
+        crate::proto::ws::conn::serve(read, write, side.buf, *pending, conn.shard, conn_key).await;
         return None;
     }
     let request_frame = conn.upgrade.take()?;
@@ -232,6 +242,8 @@ struct Conn<R, W> {
     h2c_upgrade: bool,
     /// Set when a request switched the connection to HTTP/2.
     upgrade: Option<Bytes>,
+    /// Set when a request switched the connection to WebSocket.
+    websocket: Option<Box<crate::ws::Pending>>,
 }
 
 impl<R, W> Conn<R, W>
@@ -265,6 +277,7 @@ where
                                 self.out.put_slice(crate::proto::h2::upgrade::SWITCHING);
                                 return self.flush().await;
                             }
+                            Next::UpgradeWs => return self.flush().await,
                             Next::KeepAlive => {}
                         }
                     }
@@ -339,7 +352,16 @@ where
                 match shard.route(&mut request, self.peer, accept.as_ref(), from) {
                     Route::Respond(response) => break response,
                     Route::Handler(handler, mut cx) => {
-                        break flush_while_pending!(self, shard.call(handler, request, &mut cx, accept.as_ref()));
+                        let response =
+                            flush_while_pending!(self, shard.call(handler, request, &mut cx, accept.as_ref()));
+                        if let Some(pending) = cx.upgrade.0.take() {
+                            if response.status() == StatusCode::SWITCHING_PROTOCOLS && !http10 {
+                                self.respond(response, false, true, false).await;
+                                self.websocket = Some(pending);
+                                return Next::UpgradeWs;
+                            }
+                        }
+                        break response;
                     }
                     // Boxed so the file server's state does not enlarge every request's future.
                     Route::Static { files, strip, next } => {

@@ -83,6 +83,11 @@ pub(crate) fn encode_head(
         Framing::Chunked => dst.put_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::Close | Framing::None => {}
     }
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // A WebSocket upgrade: the connection carries on in the new protocol.
+        dst.put_slice(b"Connection: Upgrade\r\n\r\n");
+        return;
+    }
     dst.put_slice(match (keep_alive, http10_client) {
         (false, _) => b"Connection: close\r\n\r\n",
         (true, true) => b"Connection: keep-alive\r\n\r\n",

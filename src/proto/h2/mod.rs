@@ -24,6 +24,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::date::http_date;
 use crate::http::{Body, BodySource, Request, Response, SERVER_NAME, error_response};
+use crate::proto::ws::conn::{H2Read as WsH2Read, H2Write as WsH2Write};
 use crate::shard::ShardCtx;
 
 pub(crate) mod upgrade;
@@ -51,7 +52,9 @@ where
         .initial_window_size(settings.initial_window_size)
         .initial_connection_window_size(settings.initial_connection_window_size)
         .max_frame_size(settings.max_frame_size)
-        .max_header_list_size(settings.max_header_list_size);
+        .max_header_list_size(settings.max_header_list_size)
+        // RFC 8441: WebSocket over HTTP/2 streams (extended CONNECT).
+        .enable_connect_protocol();
     let io = monoio_compat::StreamWrapper::new(io);
     let mut conn = match monoio::time::timeout(limits.header_timeout, builder.handshake::<_, Bytes>(io)).await {
         Ok(Ok(conn)) => conn,
@@ -100,7 +103,7 @@ where
             Some(Some(Ok((request, respond)))) => {
                 accepted_since_tick = true;
                 active.set(active.get() + 1);
-                let stream = Stream { shard: shard.clone(), peer, active: active.clone() };
+                let stream = Stream { shard: shard.clone(), peer, active: active.clone(), key };
                 monoio::spawn(stream.handle(request, respond));
             }
             Some(Some(Err(e))) => {
@@ -122,6 +125,8 @@ struct Stream {
     shard: Rc<ShardCtx>,
     peer: SocketAddr,
     active: Rc<Cell<usize>>,
+    /// The connection's key on the shard (for drain).
+    key: usize,
 }
 
 impl Drop for Stream {
@@ -157,12 +162,20 @@ impl Stream {
             send(&mut respond, response, is_head).await;
             return;
         }
+        // An extended CONNECT for a WebSocket (RFC 8441): the stream's data
+        // is the WebSocket's, not a request body; it is kept aside.
+        let (recv, websocket_recv) =
+            if parts.method == Method::CONNECT && parts.extensions.get::<h2::ext::Protocol>().is_some() {
+                (None, Some(recv))
+            } else {
+                (Some(recv), None)
+            };
         // Only a request with a body needs somewhere to report its failure.
-        let failure = (!recv.is_end_stream()).then(|| Rc::new(RefCell::new(None)));
+        let failure = recv.as_ref().filter(|r| !r.is_end_stream()).map(|_| Rc::new(RefCell::new(None)));
         let body = match &failure {
             None => Body::empty(),
             Some(failure) => Body::incoming(Box::new(H2Body {
-                recv,
+                recv: recv.expect("a body only where there is a stream"),
                 limit: limits.max_upload_size,
                 timeout: limits.request_timeout,
                 received: 0,
@@ -172,7 +185,14 @@ impl Stream {
         };
         let push_fields = PushFields::of(&parts.headers);
         let request = Request::from_parts(parts, body);
-        let (mut response, pushes) = self.shard.dispatch_with_push(request, self.peer, accept.as_ref(), true).await;
+        let dispatched = self.shard.dispatch_with_push(request, self.peer, accept.as_ref(), true).await;
+        let (mut response, pushes) = (dispatched.response, dispatched.pushes);
+        if let (Some(pending), Some(recv)) = (dispatched.websocket, websocket_recv) {
+            if response.status() == StatusCode::OK {
+                self.open_websocket(respond, response, recv, *pending).await;
+                return;
+            }
+        }
         if let Some(error) = failure.and_then(|f| f.borrow_mut().take()) {
             let status = error.status().unwrap_or(StatusCode::BAD_REQUEST);
             response = error_response(status, accept.as_ref(), None);
@@ -191,6 +211,29 @@ impl Stream {
     /// Promises `path` to the client and serves it on the promised stream,
     /// as a GET through the mount table. Does nothing if the client refuses
     /// pushes (SETTINGS_ENABLE_PUSH = 0) or the promise cannot be made.
+    /// Answers an accepted WebSocket CONNECT with its 200 and runs the
+    /// WebSocket on the stream until it closes.
+    async fn open_websocket(
+        &self,
+        mut respond: SendResponse<Bytes>,
+        response: Response,
+        recv: RecvStream,
+        pending: crate::ws::Pending,
+    ) {
+        let (mut parts, _) = response.into_parts();
+        if !parts.headers.contains_key(header::SERVER) {
+            parts.headers.insert(header::SERVER, SERVER_VALUE);
+        }
+        match respond.send_response(http::Response::from_parts(parts, ()), false) {
+            Ok(send) => {
+                let (read, write) = (WsH2Read(recv), WsH2Write(send));
+                let buf = bytes::BytesMut::new();
+                crate::proto::ws::conn::serve(read, write, buf, pending, self.shard.clone(), self.key).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "WebSocket CONNECT answer not sent"),
+        }
+    }
+
     fn push(
         &self,
         respond: &mut SendResponse<Bytes>,
@@ -219,7 +262,7 @@ impl Stream {
         let shard = self.shard.clone();
         let peer = self.peer;
         self.active.set(self.active.get() + 1);
-        let stream = Stream { shard, peer, active: self.active.clone() };
+        let stream = Stream { shard, peer, active: self.active.clone(), key: self.key };
         monoio::spawn(async move {
             let accept = request.headers().get(header::ACCEPT).cloned();
             let response = stream.shard.dispatch(request, stream.peer, accept.as_ref()).await;

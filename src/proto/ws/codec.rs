@@ -4,6 +4,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::deflate::Inflater;
 use super::frame::{self, HeaderError, OpCode};
 use super::utf8::Utf8Stream;
 
@@ -43,6 +44,8 @@ pub(crate) fn close_code_allowed(code: u16) -> bool {
 /// A text or binary message whose fragments are still arriving.
 struct Partial {
     text: bool,
+    /// RSV1 was set on the first frame: the payload is deflated (RFC 7692).
+    compressed: bool,
     data: BytesMut,
     utf8: Utf8Stream,
 }
@@ -51,19 +54,28 @@ struct Partial {
 pub(crate) struct Decoder {
     max_message: usize,
     partial: Option<Partial>,
+    /// Set when permessage-deflate was negotiated.
+    inflater: Option<Inflater>,
 }
 
 impl Decoder {
     /// A decoder refusing messages over `max_message` bytes (close 1009).
     pub(crate) fn new(max_message: usize) -> Decoder {
-        Decoder { max_message, partial: None }
+        Decoder { max_message, partial: None, inflater: None }
+    }
+
+    /// Accepts compressed messages (RSV1), inflated by `inflater`; the size
+    /// cap then applies to the inflated message too.
+    pub(crate) fn with_inflater(mut self, inflater: Inflater) -> Decoder {
+        self.inflater = Some(inflater);
+        self
     }
 
     /// The next message in `buf` (consumed), `Ok(None)` until one is
     /// complete, or the close code a violation calls for.
     pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, CloseCode> {
         loop {
-            let Some(header) = frame::parse_header(buf, false).map_err(|e| match e {
+            let Some(header) = frame::parse_header(buf, self.inflater.is_some()).map_err(|e| match e {
                 HeaderError::ReservedBits
                 | HeaderError::ReservedOpcode
                 | HeaderError::BadControlFrame
@@ -83,6 +95,9 @@ impl Decoder {
             match header.opcode {
                 OpCode::Continuation if self.partial.is_none() => return Err(CloseCode::Protocol),
                 OpCode::Text | OpCode::Binary if self.partial.is_some() => return Err(CloseCode::Protocol),
+                // RSV1 marks a compressed message on its first frame only (RFC 7692 §6).
+                OpCode::Text | OpCode::Binary => {}
+                _ if header.rsv1 => return Err(CloseCode::Protocol),
                 _ => {}
             }
             let total = header.header_len + header.payload_len as usize;
@@ -102,10 +117,12 @@ impl Decoder {
                 OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                     let partial = self.partial.get_or_insert_with(|| Partial {
                         text: header.opcode == OpCode::Text,
+                        compressed: header.rsv1,
                         data: BytesMut::new(),
                         utf8: Utf8Stream::default(),
                     });
-                    if partial.text {
+                    // Compressed text is checked once inflated.
+                    if partial.text && !partial.compressed {
                         partial.utf8.feed(&payload).map_err(|()| CloseCode::InvalidData)?;
                     }
                     if !header.fin {
@@ -113,12 +130,19 @@ impl Decoder {
                         continue;
                     }
                     let mut done = self.partial.take().expect("inserted above");
-                    let data = if done.data.is_empty() {
+                    let mut data = if done.data.is_empty() {
                         payload.freeze()
                     } else {
                         done.data.extend_from_slice(&payload);
                         done.data.freeze()
                     };
+                    if done.compressed {
+                        let inflater = self.inflater.as_mut().expect("RSV1 is refused without an inflater");
+                        data = inflater.decompress(&data, self.max_message)?;
+                        if done.text {
+                            done.utf8.feed(&data).map_err(|()| CloseCode::InvalidData)?;
+                        }
+                    }
                     if done.text {
                         done.utf8.finish().map_err(|()| CloseCode::InvalidData)?;
                         return Ok(Some(Message::Text(data)));

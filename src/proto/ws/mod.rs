@@ -1,6 +1,10 @@
-//! WebSocket (RFC 6455): the frame codec. Bytes in, messages out; the
-//! connection loop and the handler API build on it.
+//! WebSocket (RFC 6455, RFC 7692, RFC 8441) on the wire: the handshake,
+//! the frame codec, compression, and the connection loop. The handler API
+//! is [`crate::ws`].
 
 pub(crate) mod codec;
+pub(crate) mod conn;
+pub(crate) mod deflate;
 pub(crate) mod frame;
+pub(crate) mod handshake;
 pub(crate) mod utf8;
