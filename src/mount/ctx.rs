@@ -130,7 +130,7 @@ impl Ctx {
     /// Runs `f` on every shard (this one included) and gathers the answers
     /// in shard order, e.g. to read per-shard counters. The error names
     /// shards that could not answer.
-    pub fn fan_out<T, F>(&self, f: F) -> impl Future<Output = Result<Vec<T>, BusError>> + 'static
+    pub fn fan_out<T, F>(&self, f: F) -> impl Future<Output = Result<Vec<T>, BusError>> + use<T, F>
     where
         F: Fn(&crate::ShardInfo) -> T + Send + Sync + 'static,
         T: Send + 'static,

@@ -167,7 +167,8 @@ impl ShardCtx {
             if let Some(waker) = entry.drain_waker.take() {
                 waker.wake();
             }
-            if entry.idle {
+            // An entry without a socket (a WebSocket on an HTTP/2 stream) has fd -1.
+            if entry.idle && entry.fd >= 0 {
                 // SAFETY: the fd belongs to a connection that is still
                 // registered, so it is open; shutdown(2) does not close it,
                 // it only ends reads, which wakes the pending read with EOF.

@@ -13,6 +13,11 @@ use super::bus::{BusError, Message};
 use crate::mount::ShardInfo;
 use crate::state::{Event, SharedState};
 
+thread_local! {
+    /// The services of the shard this thread runs (one shard per thread).
+    static CURRENT: RefCell<Weak<ShardServices>> = const { RefCell::new(Weak::new()) };
+}
+
 /// A subscriber callback on one shard.
 type Callback = Rc<dyn Fn(&Event)>;
 
@@ -53,7 +58,14 @@ impl ShardServices {
             let f = f.clone();
             services.subscribe(event, move |e| f(e)).keep();
         }
+        CURRENT.with(|current| *current.borrow_mut() = Rc::downgrade(&services));
         services
+    }
+
+    /// The services of the shard running on this thread (for fan-out
+    /// closures, which get only the shard's [`ShardInfo`]).
+    pub(crate) fn current() -> Option<Rc<ShardServices>> {
+        CURRENT.with(|current| current.borrow().upgrade())
     }
 
     /// Calls `f` for every `event` broadcast while the returned guard lives.

@@ -4,6 +4,11 @@
 //!
 //! Everything runs on one shard thread, inside one task: cells, no locks.
 //! Whoever changes something another part waits for calls [`Link::wake`].
+//! While the connection task polls its parts (a "pass"), wake-ups are
+//! skipped: the parts are polled in the order data flows (reader, session,
+//! writer), so a change is seen later in the same pass. The one change
+//! that flows backwards (room in a full inbox, for the reader) asks for
+//! another pass instead.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -32,6 +37,10 @@ pub(crate) struct Link {
     deflater: RefCell<Option<Deflater>>,
     inbox: RefCell<VecDeque<Message>>,
     waker: RefCell<Option<Waker>>,
+    /// The connection task is polling its parts now.
+    pub(crate) in_pass: Cell<bool>,
+    /// Something polled earlier in this pass must be polled again.
+    pub(crate) repoll: Cell<bool>,
     /// The close frame we queued (initiated or answered), if any.
     close_queued: RefCell<Option<CloseFrame>>,
     /// Our close frame reached the socket.
@@ -68,6 +77,8 @@ impl Link {
             deflater: RefCell::new(deflater),
             inbox: RefCell::new(VecDeque::new()),
             waker: RefCell::new(None),
+            in_pass: Cell::new(false),
+            repoll: Cell::new(false),
             close_queued: RefCell::new(None),
             close_written: Cell::new(false),
             peer_close: RefCell::new(None),
@@ -86,8 +97,11 @@ impl Link {
         }
     }
 
-    /// Wakes the connection task.
+    /// Wakes the connection task (unless it is polling its parts now).
     pub(crate) fn wake(&self) {
+        if self.in_pass.get() {
+            return;
+        }
         if let Some(w) = self.waker.borrow().as_ref() {
             w.wake_by_ref();
         }
@@ -229,8 +243,10 @@ impl Link {
         let mut inbox = self.inbox.borrow_mut();
         if let Some(m) = inbox.pop_front() {
             if inbox.len() + 1 == INBOX_LIMIT {
-                // The reader may be waiting for room.
+                // The reader may be waiting for room: it was polled earlier
+                // in this pass (or this runs outside one).
                 drop(inbox);
+                self.repoll.set(true);
                 self.wake();
             }
             return Poll::Ready(Some(m));
@@ -279,8 +295,9 @@ mod tests {
 
     #[test]
     fn queue_limit_drop_and_close_policies() {
+        // Two 42-byte frames fit in 100 bytes; a third does not.
         let link = Link::new(100, Overflow::Drop, None);
-        for _ in 0..3 {
+        for _ in 0..2 {
             link.send(&Message::binary(vec![0u8; 40])).unwrap();
         }
         assert_eq!(link.send(&Message::binary(vec![0u8; 40])), Err(SendError::Full));

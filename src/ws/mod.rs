@@ -306,10 +306,10 @@ impl std::fmt::Debug for UpgradeSlot {
     }
 }
 
-/// The members `room` has on the shard of `cx` (add up every shard's with
-/// [`Ctx::fan_out`]).
-pub fn room_members(cx: &Ctx, room: &str) -> usize {
-    rooms::local_members(&cx.services, room)
+/// The members `room` has on each shard, in shard order.
+pub fn room_members(cx: &Ctx, room: &str) -> impl Future<Output = Result<Vec<usize>, BusError>> + use<> {
+    let room: Arc<str> = room.into();
+    cx.fan_out(move |_| crate::shard::services::ShardServices::current().map_or(0, |s| rooms::local_members(&s, &room)))
 }
 
 /// True when `req` asks to open a WebSocket (valid or not).

@@ -103,7 +103,7 @@ where
             Some(Some(Ok((request, respond)))) => {
                 accepted_since_tick = true;
                 active.set(active.get() + 1);
-                let stream = Stream { shard: shard.clone(), peer, active: active.clone(), key };
+                let stream = Stream { shard: shard.clone(), peer, active: active.clone() };
                 monoio::spawn(stream.handle(request, respond));
             }
             Some(Some(Err(e))) => {
@@ -125,8 +125,6 @@ struct Stream {
     shard: Rc<ShardCtx>,
     peer: SocketAddr,
     active: Rc<Cell<usize>>,
-    /// The connection's key on the shard (for drain).
-    key: usize,
 }
 
 impl Drop for Stream {
@@ -226,9 +224,13 @@ impl Stream {
         }
         match respond.send_response(http::Response::from_parts(parts, ()), false) {
             Ok(send) => {
+                // The stream counts as a connection of its own while the
+                // WebSocket lives: drain closes it (1001) and waits for it.
+                // Never marked idle, so its (absent) socket is never shut.
+                let key = StreamKey::new(&self.shard);
                 let (read, write) = (WsH2Read(recv), WsH2Write(send));
                 let buf = bytes::BytesMut::new();
-                crate::proto::ws::conn::serve(read, write, buf, pending, self.shard.clone(), self.key).await;
+                crate::proto::ws::conn::serve(read, write, buf, pending, self.shard.clone(), key.0).await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket CONNECT answer not sent"),
         }
@@ -262,7 +264,7 @@ impl Stream {
         let shard = self.shard.clone();
         let peer = self.peer;
         self.active.set(self.active.get() + 1);
-        let stream = Stream { shard, peer, active: self.active.clone(), key: self.key };
+        let stream = Stream { shard, peer, active: self.active.clone() };
         monoio::spawn(async move {
             let accept = request.headers().get(header::ACCEPT).cloned();
             let response = stream.shard.dispatch(request, stream.peer, accept.as_ref()).await;
@@ -276,6 +278,21 @@ impl Stream {
 /// what decides the representation (`Accept*`, `User-Agent`) and `Host`.
 /// Kept as values (shared, not copied) so requests that push nothing cost
 /// no header map.
+/// A WebSocket stream's entry among the shard's connections; removed on drop.
+struct StreamKey(usize, Rc<ShardCtx>);
+
+impl StreamKey {
+    fn new(shard: &Rc<ShardCtx>) -> StreamKey {
+        StreamKey(shard.register(-1), shard.clone())
+    }
+}
+
+impl Drop for StreamKey {
+    fn drop(&mut self) {
+        self.1.unregister(self.0);
+    }
+}
+
 struct PushFields([Option<HeaderValue>; 4]);
 
 const PUSH_FIELDS: [header::HeaderName; 4] =

@@ -224,8 +224,7 @@ pub(crate) async fn run<R: WsRead, W: WsWrite>(
     let mut last_heard = heard.get();
     let mut close_by: Option<Instant> = None;
 
-    std::future::poll_fn(|cx| {
-        link.register(cx.waker());
+    let mut poll_parts = |cx: &mut std::task::Context<'_>| -> Poll<()> {
         if let Some(r) = reader.as_mut() {
             if r.as_mut().poll(cx).is_ready() {
                 reader = None;
@@ -279,6 +278,17 @@ pub(crate) async fn run<R: WsRead, W: WsWrite>(
             break;
         }
         Poll::Pending
+    };
+
+    std::future::poll_fn(|cx| {
+        link.register(cx.waker());
+        link.in_pass.set(true);
+        let done = poll_parts(cx);
+        link.in_pass.set(false);
+        if link.repoll.take() {
+            cx.waker().wake_by_ref();
+        }
+        done
     })
     .await;
     link.outcome()

@@ -228,7 +228,7 @@ mod tests {
         let mut d = Inflater::new(&params(false));
         assert_eq!(&d.decompress(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100).unwrap()[..], b"Hello");
         let bomb = Deflater::new(&params(false)).compress(&vec![0u8; 1 << 20]);
-        assert!(bomb.len() < 2048);
+        assert!(bomb.len() < 16 << 10, "1 MiB of zeros shrinks to {} bytes", bomb.len());
         assert_eq!(Inflater::new(&params(false)).decompress(&bomb, 1000), Err(CloseCode::TooBig));
         assert_eq!(Inflater::new(&params(false)).decompress(&[0xff, 0xff, 0xff], 1000), Err(CloseCode::InvalidData));
         assert_eq!(&Inflater::new(&params(false)).decompress(&[0x02, 0x00], 10).unwrap()[..], b"", "empty message");
