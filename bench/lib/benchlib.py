@@ -261,8 +261,12 @@ def main_target_dir() -> Path:
     return Path(t) if t else REPO / "target"
 
 
+def skitai_example_bin(example: str) -> Path:
+    return main_target_dir() / "release" / "examples" / example
+
+
 def skitai_hello_bin() -> Path:
-    return main_target_dir() / "release" / "examples" / "hello"
+    return skitai_example_bin("hello")
 
 
 def skitai_main_bin() -> Path:
@@ -274,23 +278,37 @@ def _rel(p: Path) -> Path:
     return p.relative_to(REPO) if p.is_relative_to(REPO) else p
 
 
+# Routes served by a skitai example program (the rest: "static", the skitai binary):
+# route -> example. "ws": examples/chat, whose /ws/echo echoes every WebSocket message.
+SKITAI_EXAMPLES = {"hello": "hello", "ws": "chat"}
+
+
+def build_skitai_example(ctx: Ctx, example: str) -> None:
+    """`cargo build --release --example NAME`; without its source (examples/NAME.rs or
+    examples/NAME/main.rs) or a binary, NAME goes into ctx.skitai_missing."""
+    bin_ = skitai_example_bin(example)
+    has_src = (REPO / "examples" / f"{example}.rs").exists() or (REPO / "examples" / example / "main.rs").exists()
+    if ctx.build and has_src:
+        ok = cargo_build(ctx, ["--example", example], REPO, f"skitai-{example}")
+        if not ok and bin_.exists():
+            ctx.note(f"skitai: `cargo build --release --example {example}` failed; "
+                     f"using the existing, possibly stale {_rel(bin_)}")
+    if not has_src:
+        ctx.skitai_missing[example] = f"the skitai {example} example does not exist yet (examples/{example}.rs)"
+    elif not bin_.exists():
+        ctx.skitai_missing[example] = (f"the skitai {example} example does not build yet" if ctx.build
+                                       else f"the skitai {example} example is not built (--no-build)")
+
+
 def build_skitai(ctx: Ctx, routes: set[str] | None = None) -> None:
-    """Builds what the selected routes need: the hello example (route "hello") and the
-    skitai binary (route "static"). What is missing ends up in ctx.skitai_missing, and
-    SkitaiServer.argv() turns that into a Skip for the workloads that need it."""
+    """Builds what the selected routes need: the example of each route in SKITAI_EXAMPLES
+    ("hello": examples/hello, "ws": examples/chat) and the skitai binary (route "static").
+    What is missing ends up in ctx.skitai_missing, and SkitaiServer.argv() turns that into
+    a Skip for the workloads that need it."""
     routes = routes if routes is not None else {"hello", "static"}
-    if routes - {"static"}:
-        bin_ = skitai_hello_bin()
-        has_src = (REPO / "examples" / "hello.rs").exists() or (REPO / "examples" / "hello" / "main.rs").exists()
-        if ctx.build and has_src:
-            ok = cargo_build(ctx, ["--example", "hello"], REPO, "skitai-hello")
-            if not ok and bin_.exists():
-                ctx.note("skitai: `cargo build --release --example hello` failed; "
-                         f"using the existing, possibly stale {_rel(bin_)}")
-        if not bin_.exists():
-            ctx.skitai_missing["hello"] = (
-                "the skitai hello example does not exist yet (examples/hello.rs)" if not has_src
-                else "the skitai hello example does not build yet")
+    for route, example in SKITAI_EXAMPLES.items():
+        if route in routes:
+            build_skitai_example(ctx, example)
     if "static" in routes:
         bin_ = skitai_main_bin()
         if ctx.build:
@@ -304,14 +322,20 @@ def build_skitai(ctx: Ctx, routes: set[str] | None = None) -> None:
 
 # Bench servers built from bench/peers, and their binaries.
 PEER_BINARIES = (("hyper", "hyper-hello"), ("may-minihttp", "may-hello"),
-                 ("monoio-raw-uring", "monoio-raw"), ("monoio-raw-epoll", "monoio-raw"))
+                 ("monoio-raw-uring", "monoio-raw"), ("monoio-raw-epoll", "monoio-raw"),
+                 ("tungstenite", "tungstenite-echo"))
+
+
+def peer_bin(exe: str) -> Path:
+    """A binary of the bench/peers workspace (servers and load generators such as ws-load)."""
+    return PEERS_TARGET / "release" / exe
 
 
 def build_peers(ctx: Ctx) -> None:
     if ctx.build:
         cargo_build(ctx, ["--target-dir", str(PEERS_TARGET)], PEERS_DIR, "peers")
     for name, exe in PEER_BINARIES:
-        if not (PEERS_TARGET / "release" / exe).exists():
+        if not peer_bin(exe).exists():
             ctx.server_skips[name] = f"bench/peers/{exe} did not build"
 
 
@@ -485,6 +509,93 @@ def probe_get(transport: str, port: int, path: str = "/", timeout: float = 2.0) 
     return http_get(port, path, timeout, tls=transport == "tls-h1")
 
 
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def ws_echo_check(port: int, path: str = "/ws/echo", timeout: float = 2.0) -> str | None:
+    """Readiness of a WebSocket echo endpoint, the real thing: an RFC 6455 opening
+    handshake on `path` (101, Upgrade, Connection and Sec-WebSocket-Accept checked), one
+    masked text message, its echo (pings on the way answered), then a close. Returns None
+    when all went right, else what did not (OSError / ValueError on socket trouble)."""
+    import base64
+    import hashlib
+    key = base64.b64encode(os.urandom(16)).decode()
+    accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+    what = f"GET {path} (WebSocket)"
+
+    def frame(opcode: int, payload: bytes) -> bytes:  # a masked client frame, payload < 126 B
+        mask = os.urandom(4)
+        return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + bytes(
+            b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                  .encode())
+        buf = b""
+
+        def need(n: int) -> bytes:
+            nonlocal buf
+            while len(buf) < n:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise ValueError(f"{what}: connection closed")
+                buf += chunk
+            out, buf = buf[:n], buf[n:]
+            return out
+
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                return f"{what}: connection closed before the handshake answer ({buf[:60]!r})"
+            buf += chunk
+            if len(buf) > 65536:
+                return f"{what}: no end of the handshake answer in 64 KiB"
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        if lines[0].split()[1:2] != ["101"]:
+            return f"{what} answered {lines[0]!r}"
+        hdrs = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+        if hdrs.get("upgrade", "").lower() != "websocket" or "upgrade" not in hdrs.get("connection", "").lower():
+            return f"{what}: 101 without Upgrade: websocket / Connection: Upgrade"
+        if hdrs.get("sec-websocket-accept") != accept:
+            return f"{what}: Sec-WebSocket-Accept {hdrs.get('sec-websocket-accept')!r}, expected {accept!r}"
+        msg = b"skitai-bench readiness " + os.urandom(6).hex().encode()
+        s.sendall(frame(0x1, msg))
+        got: bytes | None = None  # the echo so far (a server may fragment it)
+        while True:
+            b0, b1 = need(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = int.from_bytes(need(2), "big")
+            elif n == 127:
+                n = int.from_bytes(need(8), "big")
+            if b1 & 0x80:
+                return f"{what}: the server sent a masked frame"
+            payload = need(n)
+            opcode = b0 & 0x0F
+            if opcode == 0x9:
+                s.sendall(frame(0xA, payload))
+            elif opcode == 0xA:
+                continue
+            elif opcode == 0x8:
+                return f"{what}: the server closed instead of echoing ({payload[:40]!r})"
+            elif (opcode == 0x1 and got is None) or (opcode == 0x0 and got is not None):
+                got = (got or b"") + payload
+                if b0 & 0x80:
+                    if got != msg:
+                        return f"{what}: echo {got[:60]!r}, not {msg!r}"
+                    break
+            else:
+                return f"{what}: a frame with opcode {opcode} instead of the text echo {msg!r}"
+        try:  # closing handshake, best effort
+            s.sendall(frame(0x8, (1000).to_bytes(2, "big")))
+            need(2)
+        except (OSError, ValueError):
+            pass
+    return None
+
+
 def _kx_name(v: str) -> str:
     """"X25519, 253 bits" (openssl s_client) or "X25519 253 bits" (h2load) -> "X25519"."""
     return v.split(",")[0].split()[0] if v.strip() else ""
@@ -548,7 +659,8 @@ class SkitaiServer(Server):
     def __init__(self, io: str):
         self.io = io
         self.name = f"skitai-{io}"
-        self.desc = f"skitai, 1 shard, `--io {io}` (hello: `examples/hello`; static: the `skitai` binary)"
+        self.desc = (f"skitai, 1 shard, `--io {io}` (hello: `examples/hello`; static: the `skitai` binary; "
+                     "ws: `examples/chat`)")
 
     def describe(self, route, transport="plain"):
         extra = {"h2c": ", h2c by prior knowledge (on by default on plain ports)",
@@ -556,6 +668,8 @@ class SkitaiServer(Server):
                  "tls-h1": ", `-c tls.toml` ([tls] cert/key: TLS, HTTP/1.1)"}.get(transport, "")
         if route == "static":
             return f"the `skitai` binary, 1 shard, `--io {self.io}`, `--mount /=$FIXTURES`{extra}"
+        if route == "ws":
+            return f"skitai `examples/chat` (WebSocket echo at `/ws/echo`), 1 shard, `--io {self.io}`{extra}"
         return f"skitai `examples/hello`, 1 shard, `--io {self.io}`{extra}"
 
     TLS_CONF = """[tls]
@@ -569,14 +683,15 @@ key = "{key}"
                 raise Skip(ctx.skitai_missing["skitai"])
             argv = [str(skitai_main_bin()), "--address", HOST, "--port", str(port), "--shards", "1",
                     "--io", self.io, "--silent", "--mount", f"/={ensure_fixtures(ctx)}"]
-        elif route != "hello":
+        elif route not in SKITAI_EXAMPLES:
             raise Skip(f"skitai has no `{route}` example yet")
         else:
-            if "hello" in ctx.skitai_missing:
-                raise Skip(ctx.skitai_missing["hello"])
-            argv = [str(skitai_hello_bin()), "--port", str(port), "--shards", "1",
-                    "--io", self.io, "--silent"]
-            if _skitai_has_address_flag():
+            example = SKITAI_EXAMPLES[route]
+            if example in ctx.skitai_missing:
+                raise Skip(ctx.skitai_missing[example])
+            bin_ = skitai_example_bin(example)
+            argv = [str(bin_), "--port", str(port), "--shards", "1", "--io", self.io, "--silent"]
+            if _skitai_has_address_flag(bin_):
                 argv[1:1] = ["--address", HOST]
         if transport in TLS_TRANSPORTS:
             cert, key = ensure_tls_cert(ctx)
@@ -585,7 +700,9 @@ key = "{key}"
             argv += ["-c", str(conf)]
         elif transport not in ("plain", "h2c"):
             raise Skip(f"skitai: unknown transport `{transport}`")
-        return argv
+        # An instance name of its own: skitai refuses to start a second live instance of
+        # one name (its state file), and a developer's `hello` or `chat` may be running.
+        return argv + ["--name", f"bench-{port}"]
 
     def config_text(self, run):
         try:
@@ -688,20 +805,20 @@ http {{
 
 class PeerBinServer(Server):
     """A bench/peers binary. `transports`: transport -> extra arguments (plain HTTP/1.1 only
-    unless given)."""
+    unless given); `routes`: the routes it serves (hello only unless given)."""
 
     def __init__(self, name: str, exe: str, desc: str, args: tuple[str, ...] = (),
-                 transports: dict[str, tuple[str, ...]] | None = None):
+                 transports: dict[str, tuple[str, ...]] | None = None, routes: tuple[str, ...] = ("hello",)):
         self.name, self.exe, self.desc, self.args = name, exe, desc, args
         self.transports = transports or {"plain": ()}
+        self.routes = routes
 
     def argv(self, ctx, port, route, workdir, transport="plain"):
-        if route != "hello":
+        if route not in self.routes:
             raise Skip(f"{self.name} peer has no `{route}` route")
         if transport not in self.transports:
             raise Skip(f"{self.name} peer has no {transport} listener")
-        return [str(PEERS_TARGET / "release" / self.exe), "--port", str(port), *self.args,
-                *self.transports[transport]]
+        return [str(peer_bin(self.exe)), "--port", str(port), *self.args, *self.transports[transport]]
 
 
 class PythonSkitaiServer(Server):
@@ -732,6 +849,9 @@ SERVERS: dict[str, Server] = {s.name: s for s in [
                   ("--io", "uring")),
     PeerBinServer("monoio-raw-epoll", "monoio-raw", "the same raw loop on monoio's epoll driver",
                   ("--io", "epoll")),
+    PeerBinServer("tungstenite", "tungstenite-echo",
+                  "WebSocket echo (any path) on tokio-tungstenite, tokio current_thread "
+                  "(bench/peers/tungstenite-echo)", routes=("ws",)),
     PythonSkitaiServer(),
 ]}
 
@@ -745,7 +865,8 @@ def display_argv(argv: list[str], port: int, workdir: Path, fixtures: Path | Non
     if tls is not None:
         text = text.replace(str(tls), "$TLS")
     text = text.replace(str(workdir), "$WORKDIR").replace(str(REPO) + "/", "")
-    return text.replace(f"--port {port}", "--port PORT").replace(f":{port}", ":PORT")
+    return (text.replace(f"--port {port}", "--port PORT").replace(f":{port}", ":PORT")
+            .replace(f"--name bench-{port}", "--name bench-PORT"))
 
 
 def _shown_paths(text: str, run: "Running") -> str:
@@ -783,10 +904,11 @@ class Running:
 
 
 def start_server(ctx: Ctx, server: Server, route: str = "hello", check_body: bytes | None = HELLO_BODY,
-                 path: str = "/", exact: bool = False, transport: str = "plain") -> Running:
+                 path: str = "/", exact: bool = False, transport: str = "plain", probe=None) -> Running:
     """Starts `server` for `route` over `transport` and waits until GET `path` (spoken over
     that transport: probe_get) answers 200 with a body that contains `check_body` (or
-    equals it with `exact`; None: any body)."""
+    equals it with `exact`; None: any body). With `probe` (a function (port, timeout) ->
+    None when ready, else why not; e.g. ws_echo_check) that decides instead."""
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix=f"{server.name}-", dir=ctx.tmp))
     argv = ctx.pin(SERVER_CPU, server.argv(ctx, port, route, workdir, transport))
@@ -803,6 +925,12 @@ def start_server(ctx: Ctx, server: Server, route: str = "hello", check_body: byt
             stop_server(run)
             raise RunError(f"{server.name} exited with {proc.returncode} at start: {run.log_tail()}")
         try:
+            if probe is not None:
+                last = probe(port, 1.0)
+                if last is None:
+                    return run
+                time.sleep(0.05)
+                continue
             status, body = probe_get(transport, port, path, timeout=1.0)
             if status == 200 and (check_body is None or (body == check_body if exact else check_body in body)):
                 return run
@@ -1168,9 +1296,13 @@ def _pid_ticks(pid: int) -> int:
     return int(f[11]) + int(f[12]) if f else 0
 
 
-def run_h2load(ctx: Ctx, server_pid: int, argv: list[str], timeout: float) -> dict:
-    """Runs h2load, samples CPU ticks (server tree, h2load, whole machine) at the start and
-    end of its measured phase, and returns its parsed report plus those deltas."""
+def run_sampled(argv: list[str], server_pid: int, start_mark: str, end_mark: str, timeout: float,
+                keep=None) -> tuple[int, list[str], dict]:
+    """Runs a load generator that prints `start_mark` / `end_mark` (substrings of a line)
+    as its measured phase starts and ends, reading its output (stdout + stderr) as it
+    comes; at each mark samples (monotonic time, server tree ticks, the generator's ticks,
+    whole-machine busy ticks). Killed after `timeout` s. Returns (exit code, the output
+    lines `keep` accepts (all without it), {"start": sample, "end": sample} as seen)."""
     import threading
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True)
@@ -1179,10 +1311,10 @@ def run_h2load(ctx: Ctx, server_pid: int, argv: list[str], timeout: float) -> di
     lines, marks = [], {}
     try:
         for line in p.stdout:
-            for name, mark in (("start", H2LOAD_START), ("end", H2LOAD_END)):
+            for name, mark in (("start", start_mark), ("end", end_mark)):
                 if mark in line and name not in marks:
                     marks[name] = (time.monotonic(), tree_ticks(server_pid), _pid_ticks(p.pid), cpu_busy_ticks())
-            if not line.startswith("progress: "):
+            if keep is None or keep(line):
                 lines.append(line)
         p.wait()
     finally:
@@ -1190,13 +1322,29 @@ def run_h2load(ctx: Ctx, server_pid: int, argv: list[str], timeout: float) -> di
         if p.poll() is None:
             p.kill()
             p.wait()
-    out = "".join(lines)
-    if p.returncode != 0 or "start" not in marks or "end" not in marks or "finished in" not in out:
-        why = "was killed (timeout)" if p.returncode == -signal.SIGKILL else f"rc {p.returncode}"
-        raise RunError(f"h2load failed ({why}): {' | '.join(l.strip() for l in lines[-6:])}")
-    r = parse_h2load(out)
+    return p.returncode, lines, marks
+
+
+def _sampled_deltas(marks: dict) -> dict:
+    """run_sampled's two samples -> secs, srv_ticks, client_ticks, busy_ticks."""
     (m0, s0, c0, b0), (m1, s1, c1, b1) = marks["start"], marks["end"]
-    r.update(secs=m1 - m0, srv_ticks=s1 - s0, client_ticks=c1 - c0, busy_ticks=b1 - b0, argv=argv)
+    return {"secs": m1 - m0, "srv_ticks": s1 - s0, "client_ticks": c1 - c0, "busy_ticks": b1 - b0}
+
+
+def _exit_why(rc: int) -> str:
+    return "was killed (timeout)" if rc == -signal.SIGKILL else f"rc {rc}"
+
+
+def run_h2load(ctx: Ctx, server_pid: int, argv: list[str], timeout: float) -> dict:
+    """Runs h2load, samples CPU ticks (server tree, h2load, whole machine) at the start and
+    end of its measured phase, and returns its parsed report plus those deltas."""
+    rc, lines, marks = run_sampled(argv, server_pid, H2LOAD_START, H2LOAD_END, timeout,
+                                   keep=lambda line: not line.startswith("progress: "))
+    out = "".join(lines)
+    if rc != 0 or "start" not in marks or "end" not in marks or "finished in" not in out:
+        raise RunError(f"h2load failed ({_exit_why(rc)}): {' | '.join(l.strip() for l in lines[-6:])}")
+    r = parse_h2load(out)
+    r.update(_sampled_deltas(marks), argv=argv)
     return r
 
 
@@ -1282,6 +1430,106 @@ class H2loadWorkload(Workload):
         if self.transport in TLS_TRANSPORTS:
             out.append(f"$TLS: the run's certificate, made once per run: {TLS_CERT_CMD}")
         return out
+
+
+# --------------------------------------------------------------------------
+# ws-load (WebSocket echo)
+# --------------------------------------------------------------------------
+
+# bench/peers/ws-load prints these as its measured phase (after --warmup) starts and
+# ends: the runner samples CPU ticks there, as for h2load.
+WS_LOAD_START = "ws-load: measured phase started"
+WS_LOAD_END = "ws-load: measured phase over"
+
+
+def ws_load_argv(ctx: Ctx, port: int, path: str, conns: int, duration: int, warmup: int, size: int,
+                 binary: bool) -> list[str]:
+    argv = [str(peer_bin("ws-load")), "--url", f"ws://{HOST}:{port}{path}", "--connections", str(conns),
+            "--duration", str(duration), "--warmup", str(warmup), "--size", str(size)]
+    return ctx.pin(LOAD_CPU, argv + (["--binary"] if binary else []))
+
+
+class WsLoadWorkload(Workload):
+    """WebSocket echo with bench/peers/ws-load on route "ws" (skitai: examples/chat at
+    `path`): C connections, each closed-loop (send one message of `size` bytes, wait for
+    its echo, check it), one process whose warm-up is its own, on the same connections.
+    CPU figures cover ws-load's measured phase exactly (run_sampled); a round trip is one
+    message in and one out, so server CPU µs/msg = server CPU ÷ round trips. Ready means
+    a real handshake and one echo on `path` (ws_echo_check)."""
+
+    route = "ws"
+    peer_clients = ("ws-load",)  # load generators from bench/peers that `bench/run` builds
+
+    def __init__(self, name: str, description: str, servers: list[str], connections: int = 64,
+                 size: int = 64, binary: bool = False, path: str = "/ws/echo"):
+        self.name, self.description, self.servers = name, description, servers
+        self.connections, self.size, self.binary, self.path = connections, size, binary, path
+        self.columns = [
+            Column("rps", "round trips/s k (median)", fmt_k),
+            Column("rps", "round trips/s k (min–max)", None, agg="range", ratio=False),
+            Column("p50", "p50 µs", fmt_int),
+            Column("p99", "p99 µs", fmt_int),
+            Column("cpu_us_per_msg", "server CPU µs/msg", fmt_2),
+            Column("srv_cpu_pct", "server CPU %", fmt_int, ratio=False),
+            Column("client_cpu_pct", "ws-load CPU %", fmt_int, ratio=False),
+            Column("rss_peak_kb", "peak RSS MiB", fmt_mib, agg="max"),
+            Column("errors", "errors", fmt_int, agg="sum", ratio=False),
+        ]
+        self.summary_columns = [("rps", "rt/s k", fmt_k), ("cpu_us_per_msg", "µs/msg", fmt_2)]
+
+    def skip_reason(self, ctx):
+        if not peer_bin("ws-load").exists():
+            return "the load generator bench/peers/ws-load is not built"
+        return None
+
+    def ready_probe(self, ctx):
+        return {"probe": lambda port, timeout: ws_echo_check(port, self.path, timeout), "path": self.path}
+
+    def run_once(self, ctx, run, first_round):
+        argv = ws_load_argv(ctx, run.port, self.path, self.connections, ctx.duration, ctx.warmup, self.size,
+                            self.binary)
+        rc, lines, marks = run_sampled(argv, run.pid, WS_LOAD_START, WS_LOAD_END,
+                                       timeout=ctx.warmup + ctx.duration + 60)
+        report = next((l for l in reversed(lines) if l.startswith("{")), None)
+        if report is None or "start" not in marks or "end" not in marks:
+            raise RunError(f"ws-load failed ({_exit_why(rc)}): {' | '.join(l.strip() for l in lines[-6:])}")
+        r = json.loads(report)
+        if not r["round_trips"]:
+            raise RunError(f"ws-load: no round trip in the measured phase ({r['errors']} errors, "
+                           f"{r['connections_failed']} connections failed): "
+                           f"{' | '.join(l.strip() for l in lines[-6:])}")
+        d = _sampled_deltas(marks)
+        secs = max(d["secs"], 1e-9)
+        cpu_s = d["srv_ticks"] / CLK_TCK
+        client_s = d["client_ticks"] / CLK_TCK
+        other_s = max(0.0, d["busy_ticks"] / CLK_TCK - cpu_s - client_s)
+        out = {
+            "requests": r["round_trips"],
+            "rps": r["per_sec"],
+            "p50": r["p50_us"], "p99": r["p99_us"], "max": r["max_us"], "mean": r.get("mean_us"),
+            "cpu_us_per_msg": cpu_s * 1e6 / r["round_trips"],
+            "srv_cpu_pct": 100 * cpu_s / secs,
+            "client_cpu_pct": 100 * client_s / secs,
+            "other_cpu_pct": 100 * other_s / secs,
+            "rss_peak_kb": tree_kb(run.pid, "VmHWM"),
+            "errors": r["errors"] + r["connections_failed"],
+            "ws_load": r,
+        }
+        if out["errors"]:
+            msgs = [l.strip() for l in lines if l.startswith("ws-load: ")
+                    and l.strip() not in (WS_LOAD_START, WS_LOAD_END)][:3]
+            out["warnings"] = [f"ws-load: {r['errors']} errors, {r['connections_failed']} of {self.connections} "
+                               f"connections failed: FAILURES, do not trust this run's figures"
+                               + (f" ({' | '.join(msgs)})" if msgs else "")]
+        return out
+
+    def commands(self, ctx):
+        argv = ws_load_argv(ctx, 0, self.path, self.connections, ctx.duration, ctx.warmup, self.size,
+                            self.binary)
+        return [" ".join(argv).replace(f"{HOST}:0", f"{HOST}:PORT").replace(str(REPO) + "/", ""),
+                f"warm-up: ws-load's own --warmup ({ctx.warmup} s, same connections); server and ws-load CPU "
+                "are sampled when ws-load prints that its measured phase starts and ends",
+                f"readiness: a WebSocket handshake on {self.path} and one echoed text message (Python, stdlib)"]
 
 
 # --------------------------------------------------------------------------
