@@ -11,8 +11,10 @@
 //! - `/session`       → session mode: greets `hello`, answers each message twice
 //!   (`1:<msg>`, `2:<msg>`) and sends `tick 1..3` from a separate task;
 //!   `bye` closes with 4000 "bye"; `panic` panics (close 1011)
-//! - `/flood?n=N&size=S&policy=close|drop` → sends N messages of S bytes at once
-//!   into a 64 KiB send queue; with `drop`, then `done sent=.. dropped=..` after 2 s
+//! - `/flood?n=N&size=S` → sends N messages of S bytes at once into a 64 KiB
+//!   send queue that closes with 1008 when full
+//! - `/flood-drop?n=N&size=S` → the same into a queue that drops what does not
+//!   fit, then `done sent=.. dropped=..` after 2 s
 //! - `/room`          → room mode, room `lab`
 //! - `/members`       → JSON: members of room `lab` on each shard
 //! - `/closes`        → JSON: the close codes `/echo` connections ended with, in order
@@ -59,7 +61,7 @@ async fn session(mut ws: ws::WebSocket) {
     }
 }
 
-async fn flood(ws: ws::WebSocket) {
+async fn flood(ws: ws::WebSocket, policy: Overflow) {
     let query = ws.ctx().original_uri().query().unwrap_or("").to_owned();
     let n: usize = query_param(&query, "n").and_then(|v| v.parse().ok()).unwrap_or(1000);
     let size: usize = query_param(&query, "size").and_then(|v| v.parse().ok()).unwrap_or(1024);
@@ -72,7 +74,7 @@ async fn flood(ws: ws::WebSocket) {
             Err(ws::SendError::Closed) => return,
         }
     }
-    if query_param(&query, "policy") == Some("drop") {
+    if policy == Overflow::Drop {
         skitai::time::sleep(Duration::from_secs(2)).await;
         let _ = ws.send(format!("done sent={sent} dropped={}", ws.dropped()));
         skitai::time::sleep(Duration::from_secs(30)).await;
@@ -80,7 +82,7 @@ async fn flood(ws: ws::WebSocket) {
 }
 
 fn main() {
-    let flood_policy = |policy: Overflow| ws::session(flood).send_queue(64 << 10, policy);
+    let flood_policy = |policy: Overflow| ws::session(move |ws| flood(ws, policy)).send_queue(64 << 10, policy);
     let engine = Engine::new()
         .name("ws-lab")
         .mount(

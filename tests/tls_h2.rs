@@ -19,14 +19,13 @@
 #[macro_use]
 mod support;
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -281,71 +280,14 @@ fn fetch(args: &[&str]) -> Fetched {
 // Python probes
 // ---------------------------------------------------------------------------
 
-/// A Python 3 that has the `h2` package (apt's `python3-h2` goes to /usr/bin/python3,
-/// which a pyenv or venv `python3` on PATH would not see).
-fn python() -> &'static str {
-    static PYTHON: OnceLock<String> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        for candidate in ["/usr/bin/python3", "python3"] {
-            let ok = Command::new(candidate)
-                .args(["-c", "import h2, hpack"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return candidate.to_owned();
-            }
-        }
-        panic!("no python3 with the h2 package: run scripts/setup (installs python3-h2)");
-    })
-}
-
-fn py_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(name)
-}
-
-/// The `key=value` lines a probe printed.
-struct Findings {
-    text: String,
-    map: HashMap<String, String>,
-}
-
-impl Findings {
-    fn parse(text: String) -> Findings {
-        let map = text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-        Findings { text, map }
-    }
-
-    fn get(&self, key: &str) -> &str {
-        self.map.get(key).map(String::as_str).unwrap_or_else(|| panic!("probe did not report {key}:\n{}", self.text))
-    }
-
-    fn num(&self, key: &str) -> u64 {
-        self.get(key).parse().unwrap_or_else(|_| panic!("{key} is not a number:\n{}", self.text))
-    }
-
-    /// Asserts `key` is `want`, showing everything the probe said if not.
-    fn expect(&self, key: &str, want: &str) {
-        assert_eq!(self.get(key), want, "{key}; the probe reported:\n{}", self.text);
-    }
-}
-
-fn addr_args(addr: SocketAddr) -> [String; 2] {
-    [addr.ip().to_string(), addr.port().to_string()]
+/// A Python 3 that has the `h2` package.
+fn python() -> String {
+    python_with("h2, hpack")
 }
 
 /// Runs a probe to completion and parses what it found.
 fn probe(script: &str, args: &[String]) -> Findings {
-    let out = run_bounded_for(Command::new(python()).arg(py_script(script)).args(args), PY_TIMEOUT);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{script} {args:?} failed ({}):\nstderr: {}\nstdout: {stdout}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Findings::parse(format!("# {script} {}\n{stdout}", args.join(" ").replace('=', ":")))
+    py_probe(&python(), script, args, PY_TIMEOUT)
 }
 
 /// `h2raw.py [--tls] HOST PORT ARGS...`.

@@ -130,6 +130,11 @@ impl Link {
         let mut out = self.out.borrow_mut();
         if !out.is_empty() && out.len() + wire.len() + 10 > self.queue_limit {
             drop(out);
+            if let (Some(d), Some(_)) = (deflater.as_mut(), &compressed) {
+                // The compressor took the message into its window; the client
+                // never gets it, so later messages must not refer back to it.
+                d.forget();
+            }
             return Err(self.overflowed());
         }
         frame::encode(opcode, true, compressed.is_some(), wire, &mut out);
@@ -168,6 +173,12 @@ impl Link {
         payload[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
         self.push_control(OpCode::Close, &payload[..2 + reason.len()]);
         *self.close_queued.borrow_mut() = Some(frame);
+        if self.inbox_full() {
+            // A reader waiting for room in the inbox also waits for this (it
+            // then reads on, for the client's close): it may have been
+            // polled earlier in this pass.
+            self.repoll.set(true);
+        }
     }
 
     /// Answers the client's close frame: our close carries its code (an
@@ -347,5 +358,64 @@ mod tests {
         assert_eq!(link.poll_recv(&mut cx), Poll::Ready(Some(Message::text("a"))));
         assert_eq!(link.poll_recv(&mut cx), Poll::Ready(None));
         assert_eq!(link.outcome(), CloseFrame::new(1001, "bye"));
+    }
+
+    #[test]
+    fn a_dropped_message_leaves_no_trace_in_the_compression_context() {
+        use crate::proto::ws::deflate::{DeflateParams, Inflater};
+        let params = DeflateParams {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: None,
+        };
+        let first = "first message, long enough to be compressed: ".repeat(2);
+        let repeated = "dropped, never sent: 0123456789 abcdefghij klmnopqrst uvwxyz ".repeat(3);
+        let mut x = 0x2545_f491_u32;
+        let noise: String = (0..400)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect();
+        let link = Link::new(200, Overflow::Drop, Some(Deflater::new(&params)));
+        link.send(&Message::text(first.clone())).unwrap();
+        let (sent, _) = link.take_out(BytesMut::new());
+        link.send(&Message::text(first.clone())).unwrap();
+        // Does not fit behind the second message (noise does not compress): dropped.
+        assert_eq!(link.send(&Message::text(format!("{repeated}{noise}"))), Err(SendError::Full));
+        assert_eq!(link.dropped(), 1);
+        let _ = link.take_out(BytesMut::new());
+        // Repeats the dropped text: a compressor that kept it would refer back to it.
+        link.send(&Message::text(repeated.clone())).unwrap();
+        let mut client = Inflater::new(&params);
+        for (wire, want) in [(&sent[..], &first), (&link.queued()[..], &repeated)] {
+            assert_eq!(wire[0], 0xC1, "compressed text");
+            let len = usize::from(wire[1]);
+            assert_eq!(wire.len(), 2 + len);
+            let got = client.decompress(&wire[2..], 1 << 20).expect("the client inflates what it got");
+            assert_eq!(&got[..], want.as_bytes());
+        }
+    }
+
+    #[test]
+    fn closing_with_a_full_inbox_asks_for_another_pass() {
+        let link = Link::new(1000, Overflow::Close, None);
+        link.in_pass.set(true);
+        for i in 0..INBOX_LIMIT {
+            link.deliver(Message::text(i.to_string()));
+        }
+        assert!(link.inbox_full() && !link.repoll.get());
+        // The reader (polled before the session, the drain and the timers)
+        // waits for room or for the close.
+        link.close(CloseFrame::new(1001, "server shutting down"));
+        assert!(link.repoll.get(), "the reader must see the close in another pass");
+
+        let link = Link::new(1000, Overflow::Close, None);
+        link.in_pass.set(true);
+        link.deliver(Message::text("one"));
+        link.close(CloseFrame::new(1000, ""));
+        assert!(!link.repoll.get(), "no reader waits on an inbox with room");
     }
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A raw-frame HTTP/2 client for tests/tls_h2.rs (RFC 9113 conformance cases,
-GOAWAY on drain and idle, bodies without content-length).
+GOAWAY on drain and idle, bodies without content-length) and tests/websocket.rs
+(WebSocket over HTTP/2 by extended CONNECT, RFC 8441).
 
 Frames are built by hand so the client can send what a well-behaved library
 refuses to (bad prefaces, flow-control violations, malformed header blocks);
@@ -511,6 +512,124 @@ def cmd_idle(c, ms):
     c.emit_connection()
 
 
+def ws_frame(opcode, payload, mask=b"\x37\xfa\x21\x3d"):
+    """A masked, final client WebSocket frame (RFC 6455 §5.2)."""
+    head = bytes([0x80 | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n <= 0xFFFF:
+        head += bytes([0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack(">Q", n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def ws_parse(buf):
+    """The first whole server frame in `buf`: ((fin, opcode, masked, payload), rest), or (None, buf)."""
+    if len(buf) < 2:
+        return None, buf
+    fin, opcode, masked, n, at = buf[0] >> 7, buf[0] & 0x0F, buf[1] >> 7, buf[1] & 0x7F, 2
+    if n == 126:
+        if len(buf) < 4:
+            return None, buf
+        n, at = struct.unpack(">H", buf[2:4])[0], 4
+    elif n == 127:
+        if len(buf) < 10:
+            return None, buf
+        n, at = struct.unpack(">Q", buf[2:10])[0], 10
+    mask = b""
+    if masked:
+        mask, at = buf[at : at + 4], at + 4
+    if len(buf) < at + n:
+        return None, buf
+    payload = buf[at : at + n]
+    if masked:
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return (fin, opcode, masked, payload), buf[at + n :]
+
+
+def cmd_ws(c, path):
+    """RFC 8441: SETTINGS_ENABLE_CONNECT_PROTOCOL, an extended CONNECT to
+    `path`, a text message and a close handshake in DATA frames on the stream.
+    /echo: the message comes back; /session: the greeting arrives first."""
+    c.handshake()
+    c.barrier()
+    emit(enable_connect_protocol=c.server_settings.get("enable_connect_protocol", "none"))
+    headers = [
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "localhost"),
+        ("sec-websocket-version", "13"),
+    ]
+    c.send_headers(1, headers, end_stream=False)
+    c.run_until(lambda: c.stream(1)[0] is not None or c.stream_done(1) or c.eof)
+    status, response_headers, _, _, rst = c.stream(1)
+    emit(status=status or "none", rst=rst or "none")
+    emit(accept_header="sec-websocket-accept" in dict(response_headers))
+    if status != "200":
+        c.emit_connection()
+        return
+    consumed = 0
+    frames = []
+
+    def next_frame():
+        """The next WebSocket frame the server sent on stream 1, or None."""
+        nonlocal consumed
+
+        def parsed():
+            body = c.stream(1)[2]
+            f, rest = ws_parse(body[consumed:])
+            return f, len(body) - len(rest)
+
+        c.run_until(lambda: parsed()[0] is not None or c.stream_done(1) or c.eof)
+        f, used = parsed()
+        if f is not None:
+            consumed = used
+            frames.append(f)
+        return f
+
+    if path == "/session":
+        f = next_frame()
+        emit(greeting=f[3].decode() if f else "none")
+        text = b"over h2"
+        c.send_frame(DATA, 0, 1, ws_frame(0x1, text))
+        answers = []
+        while len(answers) < 5:
+            f = next_frame()
+            if f is None:
+                break
+            answers.append(f[3].decode())
+        emit(answers=sorted(answers))
+    else:
+        text = "hello over h2 ✓".encode()
+        c.send_frame(DATA, 0, 1, ws_frame(0x1, text))
+        f = next_frame()
+        emit(echo_opcode=f[1] if f else "none", echo_masked=f[2] if f else "none")
+        emit(echo_matches=f is not None and f[3] == text)
+        # Larger than one DATA frame and than the initial window: flow control both ways.
+        blob = bytes((i * 7) % 251 for i in range(100000))
+        wire = ws_frame(0x2, blob)
+        for i in range(0, len(wire), 16384):
+            c.send_frame(DATA, 0, 1, wire[i : i + 16384])
+        f = next_frame()
+        emit(big_echo_matches=f is not None and f[1] == 0x2 and f[3] == blob)
+    c.send_frame(DATA, 0, 1, ws_frame(0x8, struct.pack(">H", 1000) + b"done"))
+    f = next_frame()
+    while f is not None and f[1] != 0x8:
+        f = next_frame()
+    emit(close_opcode=f[1] if f else "none")
+    emit(close_code=struct.unpack(">H", f[3][:2])[0] if f and len(f[3]) >= 2 else "none")
+    c.run_until(lambda: c.stream_done(1) or c.eof)
+    emit(stream_ended=c.stream(1)[3], stream_rst=c.stream(1)[4] or "none")
+    # The connection still serves requests after the WebSocket stream ended.
+    c.get(3, "/members")
+    c.run_until(lambda: c.stream_done(3) or c.eof)
+    c.emit_stream("next_", 3)
+
+
 def main():
     args = sys.argv[1:]
     tls = False
@@ -541,6 +660,8 @@ def main():
         cmd_goaway_inflight(c, int(rest[0]))
     elif cmd == "idle":
         cmd_idle(c, int(rest[0]))
+    elif cmd == "ws":
+        cmd_ws(c, rest[0])
     else:
         raise SystemExit("unknown subcommand " + cmd)
 

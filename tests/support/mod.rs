@@ -904,3 +904,81 @@ pub fn temp_toml(text: &str) -> tempfile::NamedTempFile {
     f.flush().unwrap();
     f
 }
+
+// ---------------------------------------------------------------------------
+// Python probes (tests/py/)
+// ---------------------------------------------------------------------------
+
+/// A Python 3 that can import `modules` (e.g. `"h2, hpack"`): apt's packages
+/// (`python3-h2`, `python3-websockets`) go to /usr/bin/python3, which a pyenv
+/// or venv `python3` on PATH would not see.
+pub fn python_with(modules: &str) -> String {
+    static FOUND: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+    let mut found = FOUND.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, python)) = found.iter().find(|(m, _)| m == modules) {
+        return python.clone();
+    }
+    for candidate in ["/usr/bin/python3", "python3"] {
+        let ok = Command::new(candidate)
+            .args(["-c", &format!("import {modules}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            found.push((modules.to_owned(), candidate.to_owned()));
+            return candidate.to_owned();
+        }
+    }
+    panic!("no python3 that imports {modules}: run scripts/setup (installs python3-h2, python3-websockets)");
+}
+
+/// A script in `tests/py/`.
+pub fn py_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(name)
+}
+
+/// `[host, port]` of `addr`, as a probe's first two arguments.
+pub fn addr_args(addr: SocketAddr) -> [String; 2] {
+    [addr.ip().to_string(), addr.port().to_string()]
+}
+
+/// The `key=value` lines a probe printed.
+pub struct Findings {
+    pub text: String,
+    pub map: std::collections::HashMap<String, String>,
+}
+
+impl Findings {
+    pub fn parse(text: String) -> Findings {
+        let map = text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        Findings { text, map }
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        self.map.get(key).map(String::as_str).unwrap_or_else(|| panic!("probe did not report {key}:\n{}", self.text))
+    }
+
+    pub fn num(&self, key: &str) -> u64 {
+        self.get(key).parse().unwrap_or_else(|_| panic!("{key} is not a number:\n{}", self.text))
+    }
+
+    /// Asserts `key` is `want`, showing everything the probe said if not.
+    pub fn expect(&self, key: &str, want: &str) {
+        assert_eq!(self.get(key), want, "{key}; the probe reported:\n{}", self.text);
+    }
+}
+
+/// Runs `python script args...` to completion (killed after `timeout`),
+/// asserts it succeeded, and parses what it found.
+pub fn py_probe(python: &str, script: &str, args: &[String], timeout: Duration) -> Findings {
+    let out = run_bounded_for(Command::new(python).arg(py_script(script)).args(args), timeout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed ({}):\nstderr: {}\nstdout: {stdout}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Findings::parse(format!("# {script} {}\n{stdout}", args.join(" ").replace('=', ":")))
+}

@@ -185,10 +185,19 @@ impl Stream {
         let request = Request::from_parts(parts, body);
         let dispatched = self.shard.dispatch_with_push(request, self.peer, accept.as_ref(), true).await;
         let (mut response, pushes) = (dispatched.response, dispatched.pushes);
-        if let (Some(pending), Some(recv)) = (dispatched.websocket, websocket_recv) {
-            if response.status() == StatusCode::OK {
-                self.open_websocket(respond, response, recv, *pending).await;
-                return;
+        if let Some(recv) = websocket_recv {
+            match dispatched.websocket {
+                Some(pending) if response.status() == StatusCode::OK => {
+                    self.open_websocket(respond, response, recv, *pending).await;
+                    return;
+                }
+                // A 2xx to an extended CONNECT means "tunnel open" (RFC 8441
+                // §5): a resource that opened no WebSocket must not say it.
+                _ if response.status().is_success() => {
+                    let detail = self.shard.devel.then_some("this resource does not speak WebSocket");
+                    response = error_response(StatusCode::METHOD_NOT_ALLOWED, accept.as_ref(), detail);
+                }
+                _ => {}
             }
         }
         if let Some(error) = failure.and_then(|f| f.borrow_mut().take()) {

@@ -247,24 +247,21 @@ pub(crate) async fn run<R: WsRead, W: WsWrite>(
             return Poll::Ready(());
         }
         // Timers: the next ping, the idle limit, or the end of the close handshake.
-        loop {
-            if heard.get() != last_heard {
-                last_heard = heard.get();
-                pinged = false;
-            }
-            let target = if link.closing() {
-                *close_by.get_or_insert_with(|| Instant::now() + timing.close_timeout)
-            } else {
-                let idle = timing.idle_timeout.map(|d| last_heard + d);
-                let ping = timing.ping_interval.filter(|_| !pinged).map(|d| last_heard + d);
-                [idle, ping].into_iter().flatten().min().unwrap_or_else(|| Instant::now() + NEVER)
-            };
-            if timer.deadline() != target {
-                timer.as_mut().reset(target);
-            }
-            if timer.as_mut().poll(cx).is_pending() {
-                break;
-            }
+        if heard.get() != last_heard {
+            last_heard = heard.get();
+            pinged = false;
+        }
+        let target = if link.closing() {
+            *close_by.get_or_insert_with(|| Instant::now() + timing.close_timeout)
+        } else {
+            let idle = timing.idle_timeout.map(|d| last_heard + d);
+            let ping = timing.ping_interval.filter(|_| !pinged).map(|d| last_heard + d);
+            [idle, ping].into_iter().flatten().min().unwrap_or_else(|| Instant::now() + NEVER)
+        };
+        if timer.deadline() != target {
+            timer.as_mut().reset(target);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
             if link.closing() {
                 link.ended.set(true);
             } else if timing.idle_timeout.is_some_and(|d| last_heard + d <= Instant::now()) {
@@ -273,9 +270,9 @@ pub(crate) async fn run<R: WsRead, W: WsWrite>(
                 pinged = true;
                 link.push_control(OpCode::Ping, b"skitai");
             }
-            // Something changed for the writer: poll again.
+            // Something changed for the writer (and the timer needs a new
+            // deadline): poll again.
             cx.waker().wake_by_ref();
-            break;
         }
         Poll::Pending
     };

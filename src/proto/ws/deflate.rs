@@ -142,6 +142,12 @@ impl Deflater {
         }
         Bytes::from(out)
     }
+
+    /// Forgets every message compressed so far, as after a message that was
+    /// compressed but never sent: later messages must not refer to it.
+    pub(crate) fn forget(&mut self) {
+        self.compress.reset();
+    }
 }
 
 impl Inflater {

@@ -52,7 +52,7 @@ pub(crate) fn check<B>(request: &http::Request<B>) -> Result<Offer, Refusal> {
         if request.method() != Method::CONNECT {
             return Err(refuse(StatusCode::METHOD_NOT_ALLOWED, "a WebSocket over HTTP/2 is opened with CONNECT"));
         }
-        if !request.extensions().get::<h2::ext::Protocol>().is_some_and(|p| p.as_str() == "websocket") {
+        if request.extensions().get::<h2::ext::Protocol>().is_none_or(|p| p.as_str() != "websocket") {
             return Err(refuse(StatusCode::BAD_REQUEST, "the :protocol pseudo-header must be websocket"));
         }
         check_version(headers)?;
