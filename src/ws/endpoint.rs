@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::LocalBoxFuture;
-use http::StatusCode;
-use http::header::{self, HeaderValue};
+use http::header;
 
 use super::{CloseFrame, Config, Message, Overflow, WebSocket, accept_with};
-use crate::http::{Request, Response, error_response};
+use crate::http::{Request, Response};
 use crate::mount::{Ctx, Handler, HandlerFactory, ShardInfo};
 
 /// How an endpoint talks once a connection is open.
@@ -261,10 +260,7 @@ impl<M: Mode> Handler for EndpointHandler<M> {
             accept_with(&req, cx, &self.config, start, finish)
         } else {
             let detail = cx.devel().then_some("this endpoint speaks WebSocket");
-            let mut response = error_response(StatusCode::UPGRADE_REQUIRED, req.headers().get(header::ACCEPT), detail);
-            response.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-            response
+            super::upgrade_required(req.headers().get(header::ACCEPT), detail)
         };
         Box::pin(std::future::ready(response))
     }

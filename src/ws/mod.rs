@@ -312,6 +312,15 @@ pub fn room_members(cx: &Ctx, room: &str) -> impl Future<Output = Result<Vec<usi
     cx.fan_out(move |_| crate::shard::services::ShardServices::current().map_or(0, |s| rooms::local_members(&s, &room)))
 }
 
+/// 426 naming what to upgrade to: WebSocket version 13 (RFC 6455 §4.4).
+pub(crate) fn upgrade_required(accept: Option<&HeaderValue>, detail: Option<&str>) -> Response {
+    let mut response = error_response(StatusCode::UPGRADE_REQUIRED, accept, detail);
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    response
+}
+
 /// True when `req` asks to open a WebSocket (valid or not).
 pub fn is_upgrade(req: &Request) -> bool {
     handshake::is_upgrade_request(req)
@@ -353,13 +362,10 @@ fn accept_with(req: &Request, cx: &mut Ctx, config: &Config, start: Start, finis
         Ok(offer) => offer,
         Err(refusal) => {
             let detail = cx.devel().then_some(refusal.reason);
-            let mut response = error_response(refusal.status, accept_header, detail);
             if refusal.status == StatusCode::UPGRADE_REQUIRED {
-                let headers = response.headers_mut();
-                headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                return upgrade_required(accept_header, detail);
             }
-            return response;
+            return error_response(refusal.status, accept_header, detail);
         }
     };
     if !req.body().is_empty() {

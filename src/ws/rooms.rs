@@ -48,26 +48,20 @@ pub(crate) fn join(services: &Rc<ShardServices>, link: &Rc<Link>, room: &str) {
         return;
     }
     let mut rooms = services.ws_rooms.borrow_mut();
-    let (name, entry) = match rooms.rooms.get_key_value(room) {
-        Some((name, _)) => {
-            let name = name.clone();
-            let entry = rooms.rooms.get_mut(&name).expect("just found");
-            (name, entry)
-        }
-        None => {
-            let name: Rc<str> = room.into();
-            let weak = Rc::downgrade(services);
-            let for_callback = name.clone();
-            let subscription = services.subscribe(&event_name(room), move |event| {
-                if let Some(services) = weak.upgrade() {
-                    deliver(&services, &for_callback, event);
-                }
-            });
-            let entry =
-                rooms.rooms.entry(name.clone()).or_insert(Room { members: Slab::new(), _subscription: subscription });
-            (name, entry)
-        }
-    };
+    if !rooms.rooms.contains_key(room) {
+        // The shard's first member: subscribe it to the room's event.
+        let name: Rc<str> = room.into();
+        let weak = Rc::downgrade(services);
+        let for_callback = name.clone();
+        let subscription = services.subscribe(&event_name(room), move |event| {
+            if let Some(services) = weak.upgrade() {
+                deliver(&services, &for_callback, event);
+            }
+        });
+        rooms.rooms.insert(name, Room { members: Slab::new(), _subscription: subscription });
+    }
+    let name = rooms.rooms.get_key_value(room).map(|(name, _)| name.clone()).expect("present or inserted above");
+    let entry = rooms.rooms.get_mut(room).expect("present or inserted above");
     let key = entry.members.insert(Rc::downgrade(link));
     link.rooms.borrow_mut().push((name, key));
 }

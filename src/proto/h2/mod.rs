@@ -455,7 +455,7 @@ async fn try_send(respond: &mut impl Respond, response: Response, is_head: bool)
 }
 
 /// Sends `data` in pieces the peer's flow-control window allows.
-async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<()> {
+pub(crate) async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<()> {
     if data.is_empty() {
         if end {
             stream.send_data(data, true).map_err(h2_error)?;

@@ -97,23 +97,9 @@ pub(crate) struct H2Write(pub(crate) h2::SendStream<Bytes>);
 
 impl WsWrite for H2Write {
     async fn write_batch(&mut self, buf: BytesMut) -> (io::Result<()>, BytesMut) {
-        let mut data = buf.freeze();
-        while !data.is_empty() {
-            self.0.reserve_capacity(data.len());
-            let granted = match std::future::poll_fn(|cx| self.0.poll_capacity(cx)).await {
-                Some(Ok(n)) => n,
-                Some(Err(e)) => return (Err(io::Error::other(e)), BytesMut::new()),
-                None => return (Err(io::ErrorKind::BrokenPipe.into()), BytesMut::new()),
-            };
-            if granted == 0 {
-                continue;
-            }
-            let piece = data.split_to(granted.min(data.len()));
-            if let Err(e) = self.0.send_data(piece, false) {
-                return (Err(io::Error::other(e)), BytesMut::new());
-            }
-        }
-        (Ok(()), BytesMut::new())
+        // The same flow-controlled sending as every HTTP/2 response body.
+        let sent = crate::proto::h2::send_data(&mut self.0, buf.freeze(), false).await;
+        (sent.map_err(io::Error::other), BytesMut::new())
     }
 
     async fn finish(&mut self) {
