@@ -158,6 +158,9 @@ impl Stream {
         if declared.is_some_and(|n| n > limits.max_upload_size) {
             let response = error_response(StatusCode::PAYLOAD_TOO_LARGE, accept.as_ref(), None);
             send(&mut respond, response, is_head).await;
+            if declared.is_some_and(|n| n <= LINGER_BODY_LIMIT) {
+                discard_rest(recv).await;
+            }
             return;
         }
         // An extended CONNECT for a WebSocket (RFC 8441): the stream's data
@@ -491,6 +494,26 @@ fn is_connection_specific(name: &header::HeaderName) -> bool {
 
 fn h2_error(e: h2::Error) -> Error {
     Error::new(ErrorKind::Internal, "HTTP/2 stream error").with_source(e)
+}
+
+/// The largest refused request body still read to its end after the refusal
+/// (one default stream window): see [`discard_rest`].
+const LINGER_BODY_LIMIT: u64 = 64 * 1024;
+/// How long [`discard_rest`] waits for the rest of a refused body.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// After an early final response (a 413 decided from content-length), reads
+/// and discards the rest of a small request body, so a client still sending
+/// it (curl, browsers) ends its upload cleanly instead of meeting a closed
+/// stream. Past [`LINGER_TIME`] the stream is dropped, and h2 resets it with
+/// NO_ERROR, the RFC 9113 §8.1 way to stop a client's upload.
+async fn discard_rest(mut recv: RecvStream) {
+    let _ = monoio::time::timeout(LINGER_TIME, async {
+        while let Some(Ok(bytes)) = recv.data().await {
+            let _ = recv.flow_control().release_capacity(bytes.len());
+        }
+    })
+    .await;
 }
 
 /// A request body read from an HTTP/2 stream, releasing window as it goes.
