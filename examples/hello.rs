@@ -8,6 +8,9 @@
 //! - `/delay?ms=N`   → answers `done` after N milliseconds (for drain tests)
 //! - `/v1/...`       → JSON describing the mount (shows prefix stripping; `/v1` → 308)
 //! - `/push`         → text; over HTTP/2 it also pushes `/v1/pushed`
+//! - `/burn?ms=N`    → keeps the shard busy for N ms of CPU in 1 ms slices, letting
+//!   other requests in between (for load shedding)
+//! - `/txn`          → the request's transaction ids as JSON, and a line in the app log
 //!
 //! Run: `cargo run --release --example hello -- --port 5000`; every skitai flag works.
 
@@ -62,6 +65,43 @@ fn main() {
                     .min(60_000);
                 skitai::time::sleep(std::time::Duration::from_millis(ms)).await;
                 Response::text("done")
+            }),
+        )
+        .mount(
+            "/burn",
+            handler_fn(|req: Request, _cx: &mut Ctx| async move {
+                let ms = req
+                    .uri()
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    .min(10_000);
+                for _ in 0..ms {
+                    let slice = std::time::Instant::now();
+                    while slice.elapsed() < std::time::Duration::from_millis(1) {
+                        std::hint::spin_loop();
+                    }
+                    // A timer, not a bare yield: the shard goes back to its
+                    // ring (new requests come in) before this one goes on.
+                    skitai::time::sleep(std::time::Duration::from_micros(1)).await;
+                }
+                Response::text(format!("burned {ms} ms"))
+            }),
+        )
+        .mount(
+            "/txn",
+            handler_fn(|_req: Request, cx: &mut Ctx| {
+                cx.log(format_args!("transaction asked on shard {}", cx.shard_id()));
+                let [(_, gtxid), (_, ltxid)] = cx.next_upstream_txn();
+                let body = format!(
+                    "{{\"gtxid\": \"{}\", \"ltxid\": {}, \"upstream_gtxid\": \"{}\", \"upstream_ltxid\": {}}}",
+                    cx.txn(),
+                    cx.txn().ltxid(),
+                    gtxid.to_str().unwrap_or("?"),
+                    ltxid.to_str().unwrap_or("?"),
+                );
+                async move { Response::json_bytes(body) }
             }),
         )
         .mount(

@@ -14,6 +14,7 @@ mod error;
 pub mod http;
 mod mount;
 mod net;
+pub mod observe;
 mod proto;
 mod shard;
 pub mod state;

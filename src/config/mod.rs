@@ -41,6 +41,13 @@ pub const MAX_HEADERS_LIMIT: usize = 256;
 /// Longest request target accepted (414 above it).
 pub const DEFAULT_MAX_URI_SIZE: u64 = 8 << 10;
 
+/// Estimated wait above which a new request gets 503, seconds (Skitai's default).
+pub const DEFAULT_MAX_ESTIMATED_WAIT_SECS: u64 = 10;
+/// Open connections per shard before new ones are refused.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// Requests handled at once per shard before new ones are refused.
+pub const DEFAULT_MAX_INFLIGHT: usize = 4096;
+
 /// The whole configuration of one skitai instance.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -64,6 +71,10 @@ pub struct Config {
     pub http2: Http2Config,
     /// Shared state (states, cache keys) and the cross-shard bus.
     pub state: StateConfig,
+    /// The request, server and app logs.
+    pub log: LogConfig,
+    /// The admin listener: metrics, status page, health checks.
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -77,7 +88,93 @@ impl Default for Config {
             tls: None,
             http2: Http2Config::default(),
             state: StateConfig::default(),
+            log: LogConfig::default(),
+            admin: AdminConfig::default(),
         }
+    }
+}
+
+/// How request log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Skitai's field order: time, peer, method, URI, version, request bytes,
+    /// status, response bytes, shard, handling ms, user agent, host, referer,
+    /// forwarded-for, gtxid, ltxid, user, token, connections, delivery ms.
+    #[default]
+    Skitai,
+    /// Apache/nginx `combined`.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Write the request log (one line per request).
+    pub requests: bool,
+    /// Format of the request log.
+    pub format: LogFormat,
+    /// Directory of the log files `request.log`, `server.log` and `app.log`.
+    /// Unset (and `file_logging` off): the console, when in the foreground.
+    pub path: Option<PathBuf>,
+    /// Skitai's `enable_file_logging`: log files in `~/.skitai/<name>/log/`
+    /// (when `path` is unset).
+    pub file_logging: bool,
+    /// Level of the server and app logs: `error`, `warn`, `info`, `debug`,
+    /// `trace`, or a `RUST_LOG`-style filter. `RUST_LOG` wins; `--devel` is
+    /// `debug`, `--silent` is `warn`.
+    pub level: String,
+    /// Requests not logged (Skitai's `log_off`): `"/static/"` is a path
+    /// prefix, `"*.css"` (a leading `*`) a suffix.
+    pub off: Vec<String>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            requests: true,
+            format: LogFormat::Skitai,
+            path: None,
+            file_logging: false,
+            level: "info".to_owned(),
+            off: Vec::new(),
+        }
+    }
+}
+
+impl LogConfig {
+    /// The directory the log files go to, if they go to files.
+    pub fn directory(&self, name: &str) -> Option<PathBuf> {
+        if let Some(path) = &self.path {
+            return Some(path.clone());
+        }
+        self.file_logging.then(|| {
+            let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+            home.join(".skitai").join(name).join("log")
+        })
+    }
+}
+
+/// The `[admin]` section: metrics, the status page and health checks.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Port of the admin listener (0 picks a free one); unset: no admin listener.
+    pub port: Option<u16>,
+    /// Address of the admin listener; loopback unless you open it on purpose.
+    pub address: IpAddr,
+    /// Also serve the admin endpoints under this mount point on the main
+    /// listeners (e.g. `"/_admin"`); unset: not. Anyone who can reach the
+    /// site can then read them.
+    pub mount: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { port: None, address: IpAddr::from([127, 0, 0, 1]), mount: None }
     }
 }
 
@@ -301,6 +398,14 @@ pub struct ServerConfig {
     pub user: Option<String>,
     /// When started as root: switch to this group (default: the user's primary group).
     pub group: Option<String>,
+    /// Answer 503 (with `Retry-After`) at once when the estimated wait of a
+    /// new request on its shard exceeds this many seconds; 0 turns the
+    /// estimate off (Skitai's `set_503_estimated_timeout`).
+    pub max_estimated_wait: u64,
+    /// Open connections per shard; past it new connections get a 503 and are closed.
+    pub max_connections: usize,
+    /// Requests being handled at once per shard; past it new requests get a 503.
+    pub max_inflight: usize,
 }
 
 impl Default for ServerConfig {
@@ -322,6 +427,9 @@ impl Default for ServerConfig {
             max_uri_size: ByteSize(DEFAULT_MAX_URI_SIZE),
             user: None,
             group: None,
+            max_estimated_wait: DEFAULT_MAX_ESTIMATED_WAIT_SECS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
         }
     }
 }
@@ -413,6 +521,32 @@ impl Config {
         if s.max_headers == 0 || s.max_headers > MAX_HEADERS_LIMIT {
             return Err(Error::config("server.max_headers", format!("must be between 1 and {MAX_HEADERS_LIMIT}")));
         }
+        if s.max_connections == 0 {
+            return Err(Error::config("server.max_connections", "must be at least 1"));
+        }
+        if s.max_inflight == 0 {
+            return Err(Error::config("server.max_inflight", "must be at least 1"));
+        }
+        let log = &self.log;
+        for (i, rule) in log.off.iter().enumerate() {
+            if rule.is_empty() || rule == "*" {
+                return Err(Error::config(&format!("log.off[{i}]"), "must be a path prefix or *suffix"));
+            }
+            if !rule.starts_with('/') && !rule.starts_with('*') {
+                return Err(Error::config(&format!("log.off[{i}]"), format!("{rule:?} must start with '/' or '*'")));
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+            return Err(Error::config("log.level", format!("{:?} is not a level or filter", log.level)));
+        }
+        if let Some(mount) = &self.admin.mount {
+            if !mount.starts_with('/') || mount == "/" {
+                return Err(Error::config("admin.mount", format!("{mount:?} must start with '/' and not be '/'")));
+            }
+        }
+        if self.admin.port.is_some_and(|p| p != 0 && p == s.port) {
+            return Err(Error::config("admin.port", "must differ from server.port"));
+        }
         let st = &self.static_files;
         if st.cache_entries == 0 {
             return Err(Error::config("static.cache_entries", "must be at least 1"));
@@ -495,6 +629,9 @@ impl Config {
             request_timeout: Duration::from_secs(s.request_timeout),
             header_timeout: Duration::from_secs(s.header_timeout),
             sendfile: self.static_files.sendfile,
+            max_estimated_wait: Duration::from_secs(s.max_estimated_wait),
+            max_connections: s.max_connections,
+            max_inflight: s.max_inflight,
         }
     }
 }
@@ -557,6 +694,12 @@ pub struct Limits {
     /// Send file bodies with `sendfile(2)` where the connection allows it
     /// (else they are read into memory and written).
     pub sendfile: bool,
+    /// Estimated wait past which new requests get 503 (zero: no estimate).
+    pub max_estimated_wait: Duration,
+    /// Open connections per shard.
+    pub max_connections: usize,
+    /// Requests handled at once per shard.
+    pub max_inflight: usize,
 }
 
 impl Default for Limits {

@@ -209,6 +209,37 @@ impl Engine {
         })
     }
 
+    /// Leaves requests for these paths out of the request log (Skitai's
+    /// `log_off`): `"/static/"` is a prefix, `"*.css"` a suffix.
+    pub fn log_off(self, rules: &[&str]) -> Engine {
+        self.configure(|c| c.log.off.extend(rules.iter().map(|r| (*r).to_owned())))
+    }
+
+    /// Writes the request, server and app logs to files in
+    /// `~/.skitai/<name>/log/` (Skitai's `enable_file_logging`), or in `dir`.
+    pub fn enable_file_logging(self, dir: Option<&str>) -> Engine {
+        self.configure(|c| {
+            c.log.file_logging = true;
+            c.log.path = dir.map(PathBuf::from);
+        })
+    }
+
+    /// Answers 503 with `Retry-After` when a new request's estimated wait on
+    /// its shard exceeds `seconds` (0 turns it off); Skitai's
+    /// `set_503_estimated_timeout`.
+    pub fn set_503_estimated_timeout(self, seconds: u64) -> Engine {
+        self.configure(|c| c.server.max_estimated_wait = seconds)
+    }
+
+    /// Serves the admin endpoints (metrics, status page, health checks) on
+    /// `address:port` (port 0 picks one).
+    pub fn admin(self, address: std::net::IpAddr, port: u16) -> Engine {
+        self.configure(|c| {
+            c.admin.address = address;
+            c.admin.port = Some(port);
+        })
+    }
+
     /// Sets the TCP port.
     pub fn port(self, port: u16) -> Engine {
         self.configure(|c| c.server.port = port)
@@ -232,9 +263,11 @@ impl Engine {
     }
 
     fn run_cli(self, cli: Cli) -> Result<()> {
-        init_logging(cli.devel, cli.silent);
-        install_panic_hook();
         let config = self.load_config(&cli)?;
+        // Colours only for a terminal, never into log files.
+        let ansi = config.log.directory(&config.name).is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        init_logging(&config.log.level, cli.devel, cli.silent, ansi);
+        install_panic_hook();
         match cli.command.unwrap_or(Command::Run) {
             Command::Check => {
                 self.resolve_mounts(&config)?;
@@ -253,7 +286,7 @@ impl Engine {
             Command::Run => {
                 let devel = cli.devel;
                 let caught = signals::register()?;
-                let server = self.serve_with(config, devel)?;
+                let server = self.serve_with(config, devel, !cli.silent)?;
                 signals::install(caught, server.shutdown_handle(), server.reload_handle(), server.state())?;
                 server.wait()
             }
@@ -279,13 +312,14 @@ impl Engine {
     /// programs that manage their own lifecycle.
     pub fn serve(self, config: Config) -> Result<Server> {
         config.validate()?;
-        self.serve_with(config, false)
+        self.serve_with(config, false, false)
     }
 
-    fn serve_with(self, config: Config, devel: bool) -> Result<Server> {
+    /// `console`: the request log may go to standard output (a foreground server).
+    fn serve_with(self, config: Config, devel: bool, console: bool) -> Result<Server> {
         let mounts = self.resolve_mounts(&config)?;
         let program = Program { mounts, registrations: self.registrations, subscribers: self.subscribers };
-        Server::start(&config, program, devel)
+        Server::start(&config, program, devel, console)
     }
 
     /// Every mount as a (prefix, what answers) pair; names, directories and
@@ -362,17 +396,23 @@ fn install_panic_hook() {
 }
 
 /// Sets up the `tracing` subscriber once: `RUST_LOG` wins, then `--devel`
-/// (debug) or `--silent` (warnings), else info.
-fn init_logging(devel: bool, silent: bool) {
+/// (debug) or `--silent` (warnings), else `[log] level`. Events go through
+/// the log router: the app log (`cx.log`) and the server log, each to its
+/// file or the console.
+fn init_logging(level: &str, devel: bool, silent: bool, ansi: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if devel {
-        "skitai=debug,info"
+        "skitai=debug,app=debug,info"
     } else if silent {
         "warn"
     } else {
-        "info"
+        level
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(crate::observe::output::LogRouter)
+        .with_ansi(ansi)
+        .with_target(false)
+        .try_init();
 }

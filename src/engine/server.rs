@@ -12,6 +12,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::mount::{MountSpec, ShardInfo};
 use crate::net::bind_shard_listeners;
 use crate::net::tls::{self, TlsCerts};
+use crate::observe::RequestLog;
+use crate::observe::access_log::LogOff;
+use crate::observe::admin::AdminFactory;
+use crate::observe::output::{self, Output, RequestSink};
 use crate::proto::ListenerRole;
 use crate::shard::bus::Bus;
 use crate::shard::services::GlobalSubscriber;
@@ -40,6 +44,9 @@ pub struct Server {
     shutdown_timeout: Duration,
     tls_certs: Option<Arc<TlsCerts>>,
     state: SharedState,
+    admin_addr: Option<SocketAddr>,
+    /// The request log's writer thread; it ends once the shards are gone.
+    log_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -157,8 +164,9 @@ fn raise_nofile_limit() {
 
 impl Server {
     /// Binds the listeners and starts one shard thread per configured shard.
-    pub(crate) fn start(config: &Config, program: Program, devel: bool) -> Result<Server> {
+    pub(crate) fn start(config: &Config, program: Program, devel: bool, console: bool) -> Result<Server> {
         raise_nofile_limit();
+        let (request_log, log_thread) = start_logs(config, console)?;
         let count = config.shard_count();
         let s = &config.server;
         // First, so a second instance of the same name stops here, before
@@ -176,6 +184,24 @@ impl Server {
             }
             None => Vec::new(),
         };
+        let started = std::time::SystemTime::now();
+        let admin_factory: Arc<dyn crate::mount::HandlerFactory> =
+            Arc::new(AdminFactory { name: config.name.clone(), started });
+        let admin_addr = match config.admin.port {
+            Some(port) => {
+                let listeners = bind_shard_listeners(SocketAddr::new(config.admin.address, port), s.backlog, count)
+                    .map_err(|e| Error::new(ErrorKind::Config, format!("admin.address/port: {e}")))?;
+                let addr = listeners[0].local_addr().map_err(Error::from)?;
+                per_address
+                    .push(listeners.into_iter().map(|l| (l, ListenerRole::Admin)).collect::<Vec<_>>().into_iter());
+                Some(addr)
+            }
+            None => None,
+        };
+        let mut program = program;
+        if let Some(point) = &config.admin.mount {
+            program.mounts.push((point.clone(), MountSpec::Handler(admin_factory.clone())));
+        }
         // Ports are bound and keys read: root is no longer needed.
         super::privileges::drop_privileges(s.user.as_deref(), s.group.as_deref(), |uid, gid| {
             state.file().hand_over(uid, gid)
@@ -200,6 +226,8 @@ impl Server {
                 pool: pool.clone(),
                 state: state.clone(),
                 subscribers: subscribers.clone(),
+                request_log: request_log.clone(),
+                admin: admin_addr.is_some().then(|| admin_factory.clone()),
             };
             let exit_tx = exit_tx.clone();
             let handle = shard::spawn(plan, move |id, error| {
@@ -216,6 +244,11 @@ impl Server {
         for addr in &redirect_addrs {
             tracing::info!("{} redirecting http://{addr} to https", config.name);
         }
+        if let Some(addr) = admin_addr {
+            tracing::info!("{} admin on http://{addr} (/status, /metrics, /healthz, /readyz)", config.name);
+        }
+        // The shards hold the request log now; once they are gone its thread ends.
+        drop(request_log);
         Ok(Server {
             local_addrs,
             shards,
@@ -224,7 +257,14 @@ impl Server {
             shutdown_timeout: Duration::from_secs(s.shutdown_timeout),
             tls_certs,
             state,
+            admin_addr,
+            log_thread,
         })
+    }
+
+    /// The address of the admin listener, if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Reads the TLS certificate and key files again and uses them for new
@@ -316,6 +356,10 @@ impl Server {
             for shard in self.shards {
                 let _ = shard.thread.join();
             }
+            // Every line the shards handed over is written before we return.
+            if let Some(thread) = self.log_thread {
+                let _ = thread.join();
+            }
         }
         self.state.remove_file();
         match failure {
@@ -326,4 +370,38 @@ impl Server {
             }
         }
     }
+}
+
+/// The request log as the shards get it, and its writer thread.
+type StartedLogs = (Option<Arc<RequestLog>>, Option<std::thread::JoinHandle<()>>);
+
+/// Sets up the logs for `config`: the server and app logs go to their files
+/// (and the console) from now on, and the request log gets its writer
+/// thread, unless it is off or has nowhere to go (no files, no console).
+fn start_logs(config: &Config, console: bool) -> Result<StartedLogs> {
+    let log = &config.log;
+    let dir = log.directory(&config.name);
+    let key = if log.path.is_some() { "log.path" } else { "log.file_logging" };
+    let open = |file: &str, also_console: bool| -> Result<Arc<Output>> {
+        let dir = dir.as_ref().expect("called only with a directory");
+        Output::file(dir.join(file), also_console)
+            .map_err(|e| Error::config(key, format!("cannot open {}: {e}", dir.join(file).display())))
+    };
+    let requests_to = match &dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::config(key, format!("cannot create {}: {e}", dir.display())))?;
+            output::route_logs(open("server.log", console)?, open("app.log", console)?);
+            log.requests.then(|| open("request.log", false)).transpose()?
+        }
+        None => {
+            output::route_logs(Output::stderr(), Output::stderr());
+            (log.requests && console).then(Output::stdout)
+        }
+    };
+    let Some(to) = requests_to else { return Ok((None, None)) };
+    let (sink, thread) = RequestSink::start(to)
+        .map_err(|e| Error::new(ErrorKind::Internal, "cannot start the request log thread").with_source(e))?;
+    let shared = RequestLog { format: log.format, off: LogOff::new(&log.off), sink };
+    Ok((Some(Arc::new(shared)), Some(thread)))
 }

@@ -1,7 +1,8 @@
 //! Process signals: the first SIGTERM/SIGINT/SIGQUIT drains, a second one
-//! exits at once; SIGHUP reloads the TLS certificates.
+//! exits at once; SIGHUP reloads the TLS certificates; SIGUSR1 reopens the
+//! log files (after logrotate moved them).
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use super::{ReloadHandle, ShutdownHandle};
@@ -15,7 +16,7 @@ const FORCED_EXIT_STATUS: i32 = 1;
 /// them): registered before the server announces itself, so a signal sent
 /// the moment it says "listening" is never the default, fatal action.
 pub(crate) fn register() -> Result<Signals> {
-    Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP])
+    Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1])
         .map_err(|e| Error::new(ErrorKind::Internal, "cannot install signal handlers").with_source(e))
 }
 
@@ -31,6 +32,11 @@ pub(crate) fn install(
         .name("skitai-signals".into())
         .spawn(move || {
             for signal in signals.forever() {
+                if signal == SIGUSR1 {
+                    let n = crate::observe::output::reopen_files();
+                    tracing::info!("SIGUSR1: {n} log file(s) reopened");
+                    continue;
+                }
                 if signal == SIGHUP {
                     match reload.reload_tls() {
                         Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),

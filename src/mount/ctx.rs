@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use http::{Uri, Version};
 
+use crate::observe::TxnIds;
 use crate::shard::bus::BusError;
 use crate::shard::services::{ShardServices, Subscription};
 use crate::state::{Event, Payload, SharedState, StateError};
@@ -26,6 +27,12 @@ pub struct Ctx {
     pub(crate) services: Rc<ShardServices>,
     /// A WebSocket upgrade the handler accepted (`ws::accept`).
     pub(crate) upgrade: crate::ws::UpgradeSlot,
+    /// The request's transaction ids.
+    pub(crate) txn: TxnIds,
+    /// Upstream calls made so far (each gets ltxid + its number).
+    pub(crate) upstream_calls: u64,
+    /// How long the handler kept the shard busy (set once it returned).
+    pub(crate) busy: std::time::Duration,
 }
 
 impl Ctx {
@@ -57,6 +64,30 @@ impl Ctx {
     /// The protocol version of the request.
     pub fn version(&self) -> Version {
         self.version
+    }
+
+    /// The request's transaction ids: the global id (kept from an incoming
+    /// `X-Gtxn-Id`, else made here) and this hop's local id.
+    pub fn txn(&self) -> &TxnIds {
+        &self.txn
+    }
+
+    /// The `X-Gtxn-Id` and `X-Ltxn-Id` fields to send with the next upstream
+    /// call made for this request: the same gtxid, and ltxid + 1 per call.
+    pub fn next_upstream_txn(&mut self) -> [(http::HeaderName, http::HeaderValue); 2] {
+        self.upstream_calls += 1;
+        self.txn.upstream_fields(self.upstream_calls)
+    }
+
+    /// Writes `message` to the app log (`[log]`: `app.log` or the console),
+    /// tagged with the request's transaction ids.
+    pub fn log(&self, message: impl std::fmt::Display) {
+        tracing::info!(target: "app", gtxid = %self.txn, ltxid = self.txn.ltxid(), "{message}");
+    }
+
+    /// Like [`Ctx::log`], as a warning.
+    pub fn log_warning(&self, message: impl std::fmt::Display) {
+        tracing::warn!(target: "app", gtxid = %self.txn, ltxid = self.txn.ltxid(), "{message}");
     }
 
     /// True when the server runs with `--devel`.

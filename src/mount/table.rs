@@ -56,6 +56,11 @@ impl MountTable {
         MountTable { mounts }
     }
 
+    /// The mount prefixes in lookup order (a mount's index is its metrics slot).
+    pub(crate) fn prefixes(&self) -> impl Iterator<Item = &str> {
+        self.mounts.iter().map(|m| &*m.prefix)
+    }
+
     /// Finds the mount for `path`, looking at the mounts from index `from` on
     /// (0 for a new request; `next` of a static mount that did not answer).
     pub(crate) fn lookup_from(&self, path: &str, from: usize) -> Lookup<'_> {

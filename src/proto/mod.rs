@@ -20,7 +20,7 @@ use monoio::net::TcpStream;
 
 pub(crate) use deadline::Deadline;
 
-use crate::shard::ShardCtx;
+use crate::shard::{ShardCtx, Site};
 use prefixed::Prefixed;
 
 /// Capacity of the buffer for a connection's first read (the HTTP/1.1 read buffer).
@@ -33,6 +33,8 @@ pub(crate) enum ListenerRole {
     Main,
     /// The plain port beside a TLS one: every request gets a 301 to https.
     RedirectToHttps,
+    /// The admin listener: metrics, status page, health checks (plain HTTP/1.1).
+    Admin,
 }
 
 /// Serves one accepted connection until it closes.
@@ -43,8 +45,13 @@ pub(crate) async fn serve_connection(
     key: usize,
     role: ListenerRole,
 ) {
-    if role == ListenerRole::RedirectToHttps {
-        h1::serve(stream, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), true, false).await;
+    let site = match role {
+        ListenerRole::Main => Site::Main,
+        ListenerRole::RedirectToHttps => Site::Redirect,
+        ListenerRole::Admin => Site::Admin,
+    };
+    if site != Site::Main {
+        h1::serve(stream, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), site, false).await;
         return;
     }
     // The TLS and HTTP/2 paths are boxed: a connection's task is as large as
@@ -53,7 +60,7 @@ pub(crate) async fn serve_connection(
         return Box::pin(serve_tls(acceptor, stream, peer, shard, key)).await;
     }
     if !shard.protocols.http2.enabled {
-        h1::serve(stream, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), false, false).await;
+        h1::serve(stream, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), Site::Main, false).await;
         return;
     }
     // Plain: read the first bytes and decide between h2c and HTTP/1.1.
@@ -76,7 +83,7 @@ pub(crate) async fn serve_connection(
         }
         let seen = buf.len().min(h2::PREFACE.len());
         if buf[..seen] != h2::PREFACE[..seen] {
-            if let Some(upgrade) = h1::serve(stream, peer, shard.clone(), key, buf, false, true).await {
+            if let Some(upgrade) = h1::serve(stream, peer, shard.clone(), key, buf, Site::Main, true).await {
                 Box::pin(serve_upgraded(upgrade, peer, shard, key)).await;
             }
             return;
@@ -111,7 +118,7 @@ async fn serve_tls(
     if tls.alpn_protocol().as_deref() == Some(crate::net::tls::ALPN_H2) {
         return h2::serve(tls, peer, shard, key).await;
     }
-    h1::serve(tls, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), false, false).await;
+    h1::serve(tls, peer, shard, key, BytesMut::with_capacity(FIRST_READ_SIZE), Site::Main, false).await;
 }
 
 /// Continues a connection that switched from HTTP/1.1 with `Upgrade: h2c`:

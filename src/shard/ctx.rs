@@ -1,6 +1,7 @@
 //! Shard-local state shared by every connection on the shard.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
@@ -8,7 +9,7 @@ use std::rc::Rc;
 use std::task::Waker;
 
 use futures_util::FutureExt;
-use http::header::{HeaderValue, LOCATION};
+use http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use http::{StatusCode, Uri};
 use slab::Slab;
 
@@ -16,8 +17,13 @@ use crate::apps::static_files::StaticFiles;
 use crate::config::Limits;
 use crate::http::{Request, Response, error_response};
 use crate::mount::{Ctx, Handler, Lookup, MountTable, Target};
+use crate::observe::metrics::Shed;
+use crate::observe::{Exchange, TxnIds};
 use crate::shard::Control;
 use crate::shard::services::ShardServices;
+
+/// Longest `Retry-After` a shed request is told, seconds.
+const MAX_RETRY_AFTER_SECS: u64 = 60;
 
 /// A live connection as the shard sees it: enough to close it when draining.
 struct ConnEntry {
@@ -48,6 +54,8 @@ pub(crate) struct ShardCtx {
     pub(crate) devel: bool,
     pub(crate) protocols: Protocols,
     mounts: MountTable,
+    /// The admin endpoints, for connections on the admin listener.
+    admin: Option<MountTable>,
     services: Rc<ShardServices>,
     draining: Cell<bool>,
     conns: RefCell<Slab<ConnEntry>>,
@@ -65,6 +73,7 @@ impl ShardCtx {
         devel: bool,
         protocols: Protocols,
         mounts: MountTable,
+        admin: Option<MountTable>,
         services: Rc<ShardServices>,
     ) -> ShardCtx {
         ShardCtx {
@@ -73,6 +82,7 @@ impl ShardCtx {
             devel,
             protocols,
             mounts,
+            admin,
             services,
             draining: Cell::new(false),
             conns: RefCell::new(Slab::with_capacity(1024)),
@@ -133,13 +143,17 @@ impl ShardCtx {
 
     /// Records a new connection; the key identifies it until [`Self::unregister`].
     pub(crate) fn register(&self, fd: RawFd) -> usize {
-        self.conns.borrow_mut().insert(ConnEntry { fd, idle: false, drain_waker: None })
+        let mut conns = self.conns.borrow_mut();
+        let key = conns.insert(ConnEntry { fd, idle: false, drain_waker: None });
+        self.services.metrics.set_connections(conns.len());
+        key
     }
 
     /// Forgets a closed connection and wakes the drain waiter when it was the last.
     pub(crate) fn unregister(&self, key: usize) {
         let mut conns = self.conns.borrow_mut();
         conns.remove(key);
+        self.services.metrics.set_connections(conns.len());
         if conns.is_empty() {
             if let Some(waker) = self.closed_waker.take() {
                 waker.wake();
@@ -163,6 +177,7 @@ impl ShardCtx {
     /// pending read ends now; busy ones close after their current response.
     pub(crate) fn start_drain(&self) {
         self.draining.set(true);
+        self.services.metrics.set_draining();
         for (_, entry) in self.conns.borrow_mut().iter_mut() {
             if let Some(waker) = entry.drain_waker.take() {
                 waker.wake();
@@ -216,6 +231,8 @@ impl ShardCtx {
         peer: SocketAddr,
         accept: Option<&HeaderValue>,
         from: usize,
+        site: Site,
+        txn: &TxnIds,
     ) -> Route<'_> {
         if from == 0 && req.uri().path().contains('%') {
             // `/%70rivate` is `/private` (RFC 3986 §6.2.2.2): route, and let
@@ -225,7 +242,11 @@ impl ShardCtx {
                 *req.uri_mut() = normal;
             }
         }
-        let (mount, strip, next) = match self.mounts.lookup_from(req.uri().path(), from) {
+        let table = match (site, &self.admin) {
+            (Site::Admin, Some(admin)) => admin,
+            _ => &self.mounts,
+        };
+        let (mount, strip, next) = match table.lookup_from(req.uri().path(), from) {
             Lookup::Found { mount, strip, next } => (mount, strip, next),
             Lookup::AddSlash => return Route::Respond(add_slash_redirect(req.uri())),
             Lookup::NotFound => return Route::Respond(error_response(StatusCode::NOT_FOUND, accept, None)),
@@ -234,6 +255,7 @@ impl ShardCtx {
             Target::Handler(handler) => handler,
             Target::Static(files) => return Route::Static { files, strip, next },
         };
+        let slot = if site == Site::Admin { self.services.metrics.engine_slot() } else { next - 1 };
         let original_uri = req.uri().clone();
         if strip > 0 {
             match strip_prefix(req.uri(), strip) {
@@ -251,8 +273,11 @@ impl ShardCtx {
             pushes: None,
             services: self.services.clone(),
             upgrade: Default::default(),
+            txn: txn.clone(),
+            upstream_calls: 0,
+            busy: std::time::Duration::ZERO,
         };
-        Route::Handler(handler, cx)
+        Route::Handler(handler, cx, slot)
     }
 
     /// Calls `handler`; a panic inside it becomes a 500 and the shard keeps serving.
@@ -263,10 +288,25 @@ impl ShardCtx {
         cx: &mut Ctx,
         accept: Option<&HeaderValue>,
     ) -> Response {
-        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req, cx))) {
-            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        // The time spent polling the handler is how long it kept the shard
+        // busy: the load estimate's measure (waiting on I/O costs nothing).
+        let mut busy = std::time::Duration::ZERO;
+        let started = std::time::Instant::now();
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req, &mut *cx))) {
+            Ok(future) => {
+                let mut future = std::pin::pin!(AssertUnwindSafe(future).catch_unwind());
+                let mut first = Some(started);
+                std::future::poll_fn(|task| {
+                    let t0 = first.take().unwrap_or_else(std::time::Instant::now);
+                    let polled = future.as_mut().poll(task);
+                    busy += t0.elapsed();
+                    polled
+                })
+                .await
+            }
             Err(panic) => Err(panic),
         };
+        cx.busy = busy;
         outcome.unwrap_or_else(|panic| {
             let message = panic_message(&*panic);
             tracing::debug!(shard = self.id, path = cx.full_path(), panic = %message, "handler panicked; answering 500");
@@ -300,8 +340,37 @@ impl ShardCtx {
 
     /// [`Self::route`] then [`Self::call`] or the static files, falling
     /// through past static mounts that have nothing to serve.
-    pub(crate) async fn dispatch(&self, req: Request, peer: SocketAddr, accept: Option<&HeaderValue>) -> Response {
-        self.dispatch_with_push(req, peer, accept, false).await.response
+    pub(crate) async fn dispatch(
+        &self,
+        req: Request,
+        peer: SocketAddr,
+        accept: Option<&HeaderValue>,
+        site: Site,
+        exchange: &mut Exchange<'_>,
+    ) -> Response {
+        self.dispatch_with_push(req, peer, accept, false, site, exchange).await.response
+    }
+
+    /// Whether a new request may start on this shard: a 503 (with
+    /// `Retry-After`) when the shard already handles `max_inflight` requests
+    /// or the estimated wait of a new one is over `max_estimated_wait`.
+    pub(crate) fn admit(&self, accept: Option<&HeaderValue>) -> Result<(), Box<Response>> {
+        let metrics = &self.services.metrics;
+        // The request asking has already entered.
+        let why = if metrics.in_flight() > self.limits.max_inflight {
+            Shed::Inflight
+        } else if !self.limits.max_estimated_wait.is_zero() && metrics.estimated_wait() > self.limits.max_estimated_wait
+        {
+            Shed::Estimate
+        } else {
+            return Ok(());
+        };
+        metrics.count_shed(why);
+        let retry_after = metrics.estimated_wait().as_secs().clamp(1, MAX_RETRY_AFTER_SECS);
+        let detail = self.devel.then(|| format!("overloaded ({why:?}); estimated wait {:?}", metrics.estimated_wait()));
+        let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, accept, detail.as_deref());
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after));
+        Err(Box::new(response))
     }
 
     /// [`Self::dispatch`], with server push offered to the handler when
@@ -313,21 +382,37 @@ impl ShardCtx {
         peer: SocketAddr,
         accept: Option<&HeaderValue>,
         push: bool,
+        site: Site,
+        exchange: &mut Exchange<'_>,
     ) -> Dispatched {
+        let answered = |response| Dispatched { response, pushes: Vec::new(), websocket: None };
+        if site == Site::Redirect {
+            return answered(self.https_redirect(&req));
+        }
+        if site == Site::Main {
+            if let Err(response) = self.admit(accept) {
+                return answered(*response);
+            }
+        }
         let mut from = 0;
         loop {
-            match self.route(&mut req, peer, accept, from) {
-                Route::Respond(response) => return Dispatched { response, pushes: Vec::new(), websocket: None },
-                Route::Handler(handler, mut cx) => {
+            match self.route(&mut req, peer, accept, from, site, &exchange.txn) {
+                Route::Respond(response) => return answered(response),
+                Route::Handler(handler, mut cx, slot) => {
+                    exchange.slot = slot;
                     if push {
                         cx.pushes = Some(Vec::new());
                     }
                     let response = self.call(handler, req, &mut cx, accept).await;
+                    exchange.busy = Some(cx.busy);
                     let pushes = cx.pushes.take().unwrap_or_default();
                     return Dispatched { response, pushes, websocket: cx.upgrade.0.take() };
                 }
                 Route::Static { files, strip, next } => match Box::pin(files.serve(&req, strip)).await {
-                    Some(response) => return Dispatched { response, pushes: Vec::new(), websocket: None },
+                    Some(response) => {
+                        exchange.slot = next - 1;
+                        return answered(response);
+                    }
                     None => from = next,
                 },
             }
@@ -344,10 +429,21 @@ pub(crate) struct Dispatched {
     pub(crate) websocket: Option<Box<crate::ws::Pending>>,
 }
 
+/// Which listener a connection came in on, so which table answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Site {
+    /// The site's mount table.
+    Main,
+    /// Every request gets a 301 to https.
+    Redirect,
+    /// The admin endpoints (never shed: health checks must answer under load).
+    Admin,
+}
+
 /// Who answers a request.
 pub(crate) enum Route<'a> {
-    /// A mounted handler, and the context it gets.
-    Handler(&'a Rc<dyn Handler>, Ctx),
+    /// A mounted handler, the context it gets, and its metrics slot.
+    Handler(&'a Rc<dyn Handler>, Ctx, usize),
     /// A static directory; the path below it starts at byte `strip`. If it
     /// has nothing to serve, routing goes on from mount `next`.
     Static { files: &'a Rc<StaticFiles>, strip: usize, next: usize },

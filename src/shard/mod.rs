@@ -21,12 +21,14 @@ use monoio::blocking::DefaultThreadPool;
 use monoio::net::TcpListener;
 
 pub(crate) use bus::Control;
-pub(crate) use ctx::{Protocols, Route, ShardCtx};
+pub(crate) use ctx::{Protocols, Route, ShardCtx, Site};
 use services::{GlobalSubscriber, ShardServices};
 
 use crate::apps::static_files::StaticFiles;
 use crate::config::{IoMode, Limits};
-use crate::mount::{Mount, MountSpec, MountTable, ShardInfo, Target};
+use crate::mount::{HandlerFactory, Mount, MountSpec, MountTable, ShardInfo, Target};
+use crate::observe::metrics::ShardMetrics;
+use crate::observe::{LOG_FLUSH_EVERY, RequestLog, ShardLog};
 use crate::proto::ListenerRole;
 use crate::state::{Driver, SharedState};
 
@@ -46,6 +48,10 @@ pub(crate) struct ShardPlan {
     pub(crate) pool: DefaultThreadPool,
     pub(crate) state: SharedState,
     pub(crate) subscribers: Arc<Vec<GlobalSubscriber>>,
+    /// The request log, when it is on.
+    pub(crate) request_log: Option<Arc<RequestLog>>,
+    /// The admin endpoints, for the admin listener.
+    pub(crate) admin: Option<Arc<dyn HandlerFactory>>,
 }
 
 /// A running shard seen from the thread that started it.
@@ -91,16 +97,32 @@ fn set_driver(state: &SharedState, id: usize, driver: Driver) {
 }
 
 fn run_shard(plan: ShardPlan) -> Result<(), String> {
-    let ShardPlan { info, core, io, limits, devel, listeners, protocols, mounts, pool, state, subscribers } = plan;
+    let ShardPlan {
+        info,
+        core,
+        io,
+        limits,
+        devel,
+        listeners,
+        protocols,
+        mounts,
+        pool,
+        state,
+        subscribers,
+        request_log,
+        admin,
+    } = plan;
     let pinned = core.is_some_and(core_affinity::set_for_current);
+    let chosen = Rc::new(std::cell::Cell::new("?"));
+    let chosen_in_runtime = chosen.clone();
     let report = |choice: &driver::DriverChoice| {
+        chosen.set(choice.name);
         let core = core.filter(|_| pinned).map_or_else(|| "unpinned".to_owned(), |c| format!("core {}", c.id));
         tracing::info!("shard {}: driver={} ({}), {core}", info.id, choice.name, choice.why);
         set_driver(&state, info.id, if choice.name == "epoll" { Driver::Epoll } else { Driver::IoUring });
     };
     let shard_state = state.clone();
     driver::run_on_driver(io, pool, report, move || async move {
-        let services = ShardServices::new(info, shard_state, &subscribers);
         let table = MountTable::new(
             mounts
                 .iter()
@@ -113,7 +135,14 @@ fn run_shard(plan: ShardPlan) -> Result<(), String> {
                 })
                 .collect(),
         );
-        let ctx = Rc::new(ShardCtx::new(info.id, limits, devel, protocols, table, services));
+        let admin = admin.map(|factory| {
+            MountTable::new(vec![Mount { prefix: Rc::from("/"), target: Target::Handler(factory.build(&info)) }])
+        });
+        let metrics = ShardMetrics::new(table.prefixes());
+        metrics.set_driver(chosen_in_runtime.get());
+        let log = request_log.map(ShardLog::new);
+        let services = ShardServices::new(info, shard_state, &subscribers, metrics, log);
+        let ctx = Rc::new(ShardCtx::new(info.id, limits, devel, protocols, table, admin, services));
         shard_main(ctx, listeners).await
     })
     .map_err(|e| format!("shard {}: {e}", info.id))?
@@ -123,9 +152,18 @@ async fn shard_main(ctx: Rc<ShardCtx>, listeners: Vec<(StdTcpListener, ListenerR
     let mut accepting = Vec::with_capacity(listeners.len());
     for (listener, role) in listeners {
         let listener = TcpListener::from_std(listener).map_err(|e| format!("shard {}: listener: {e}", ctx.id))?;
-        accepting.push(accept_loop(listener, role, ctx.clone()));
+        if role == ListenerRole::Admin {
+            // The admin listener stays open while the shard drains, so
+            // `/readyz` can say so; it closes when the shard's runtime ends.
+            monoio::spawn(accept_loop(listener, role, ctx.clone()));
+        } else {
+            accepting.push(accept_loop(listener, role, ctx.clone()));
+        }
     }
     monoio::spawn(bus_loop(ctx.clone()));
+    if ctx.services().log.is_some() {
+        monoio::spawn(log_flush_loop(ctx.clone()));
+    }
     let accept_all = join_all(accepting);
     let control = match select(std::pin::pin!(accept_all), std::pin::pin!(ctx.control_requested())).await {
         Either::Left(..) => return Err(format!("shard {}: all listeners failed", ctx.id)),
@@ -141,8 +179,22 @@ async fn shard_main(ctx: Rc<ShardCtx>, listeners: Vec<(StdTcpListener, ListenerR
     // Refuse new messages, then run what was already queued.
     ctx.services().state.bus().close(ctx.id);
     while handle_mail(&ctx, bus::BATCH) {}
+    if let Some(log) = &ctx.services().log {
+        log.flush();
+    }
     tracing::debug!(shard = ctx.id, "drained");
     Ok(())
+}
+
+/// Hands the shard's request log lines to the log thread every
+/// [`LOG_FLUSH_EVERY`], so a quiet shard's lines do not wait for a full batch.
+async fn log_flush_loop(ctx: Rc<ShardCtx>) {
+    loop {
+        monoio::time::sleep(LOG_FLUSH_EVERY).await;
+        if let Some(log) = &ctx.services().log {
+            log.flush();
+        }
+    }
 }
 
 /// Delivers this shard's bus messages as they arrive, for the shard's life.
@@ -194,6 +246,10 @@ async fn accept_loop(listener: TcpListener, role: ListenerRole, ctx: Rc<ShardCtx
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                if ctx.open_connections() >= ctx.limits.max_connections {
+                    refuse_connection(stream, role, &ctx);
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
                 let key = ctx.register(stream.as_raw_fd());
                 let ctx = ctx.clone();
@@ -208,9 +264,29 @@ async fn accept_loop(listener: TcpListener, role: ListenerRole, ctx: Rc<ShardCtx
                 });
             }
             Err(e) => {
+                ctx.services().metrics.count_accept_error();
                 tracing::warn!(shard = ctx.id, error = %e, "accept failed");
                 monoio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
             }
         }
+    }
+}
+
+/// The answer to a connection over the shard's `max_connections`.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+Content-Length: 50\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\
+{\"code\": 50300, \"message\": \"too many connections\"}";
+
+/// Refuses a connection over the shard's `max_connections`: a plain HTTP
+/// connection gets a 503 (best effort, never waited for), TLS ones are closed.
+fn refuse_connection(stream: monoio::net::TcpStream, role: ListenerRole, ctx: &ShardCtx) {
+    ctx.services().metrics.count_shed(crate::observe::metrics::Shed::Connections);
+    let plain = role != ListenerRole::Main || ctx.protocols.tls.is_none();
+    if plain {
+        use monoio::io::AsyncWriteRentExt;
+        monoio::spawn(async move {
+            let mut stream = stream;
+            let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(REFUSAL)).await;
+        });
     }
 }

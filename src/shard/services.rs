@@ -11,6 +11,8 @@ use futures_channel::oneshot;
 
 use super::bus::{BusError, Message};
 use crate::mount::ShardInfo;
+use crate::observe::ShardLog;
+use crate::observe::metrics::{ShardMetrics, ShardSnapshot};
 use crate::state::{Event, SharedState};
 
 thread_local! {
@@ -36,6 +38,10 @@ pub(crate) struct ShardServices {
     next_id: Cell<u64>,
     /// The WebSocket rooms with members on this shard.
     pub(crate) ws_rooms: RefCell<crate::ws::rooms::Rooms>,
+    /// This shard's counters and histograms.
+    pub(crate) metrics: ShardMetrics,
+    /// This shard's request log buffer, when the request log is on.
+    pub(crate) log: Option<ShardLog>,
 }
 
 impl std::fmt::Debug for ShardServices {
@@ -46,13 +52,21 @@ impl std::fmt::Debug for ShardServices {
 
 impl ShardServices {
     /// Services for shard `info`, with the engine-wide subscribers installed.
-    pub(crate) fn new(info: ShardInfo, state: SharedState, global: &[GlobalSubscriber]) -> Rc<ShardServices> {
+    pub(crate) fn new(
+        info: ShardInfo,
+        state: SharedState,
+        global: &[GlobalSubscriber],
+        metrics: ShardMetrics,
+        log: Option<ShardLog>,
+    ) -> Rc<ShardServices> {
         let services = Rc::new(ShardServices {
             info,
             state,
             subscribers: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
             ws_rooms: RefCell::default(),
+            metrics,
+            log,
         });
         for (event, f) in global {
             let f = f.clone();
@@ -66,6 +80,14 @@ impl ShardServices {
     /// closures, which get only the shard's [`ShardInfo`]).
     pub(crate) fn current() -> Option<Rc<ShardServices>> {
         CURRENT.with(|current| current.borrow().upgrade())
+    }
+
+    /// A copy of this shard's metrics.
+    pub(crate) fn snapshot(&self, shard: usize) -> ShardSnapshot {
+        let mut snapshot = self.metrics.snapshot();
+        snapshot.shard = shard;
+        snapshot.log_dropped = self.log.as_ref().map_or(0, ShardLog::dropped);
+        snapshot
     }
 
     /// Calls `f` for every `event` broadcast while the returned guard lives.

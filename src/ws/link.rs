@@ -53,6 +53,8 @@ pub(crate) struct Link {
     pub(crate) ended: Cell<bool>,
     /// Messages dropped under [`Overflow::Drop`].
     dropped: Cell<u64>,
+    /// Messages queued for the client, and handed to the session (for the metrics).
+    pub(crate) counted: Cell<(u64, u64)>,
     /// The rooms this connection joined on its shard: (room, member key).
     pub(crate) rooms: RefCell<Vec<(Rc<str>, usize)>>,
 }
@@ -85,6 +87,7 @@ impl Link {
             reader_done: Cell::new(false),
             ended: Cell::new(false),
             dropped: Cell::new(0),
+            counted: Cell::new((0, 0)),
             rooms: RefCell::new(Vec::new()),
         }
     }
@@ -139,6 +142,8 @@ impl Link {
         }
         frame::encode(opcode, true, compressed.is_some(), wire, &mut out);
         drop(out);
+        let (sent, received) = self.counted.get();
+        self.counted.set((sent + 1, received));
         self.wake();
         Ok(())
     }
@@ -238,6 +243,8 @@ impl Link {
     /// (the message is dropped: nobody will read it).
     pub(crate) fn deliver(&self, message: Message) {
         if !self.closing() {
+            let (sent, received) = self.counted.get();
+            self.counted.set((sent, received + 1));
             self.inbox.borrow_mut().push_back(message);
             self.wake();
         }

@@ -26,9 +26,10 @@ use super::parse::{Framing, Head, parse_head};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{Body, BodySource, FileBody, FilePart, Response, error_response, header_pool};
 use crate::net::{Cork, Sent, ZeroCopyWrite, send_file};
+use crate::observe::{Exchange, Finished};
 use crate::proto::Deadline;
 use crate::proto::ws::conn::{H1Read, H1Write};
-use crate::shard::{Route, ShardCtx};
+use crate::shard::{Route, ShardCtx, Site};
 
 /// Capacity of a connection's read buffer for request heads; grows up to the head limit.
 const READ_BUF_SIZE: usize = 4 * 1024;
@@ -66,6 +67,8 @@ struct ReadSide<R> {
     decoder: Decoder,
     /// Set when reading the body failed; the request's response becomes this error.
     failure: Option<Error>,
+    /// Body bytes of the current request read so far.
+    body_received: u64,
 }
 
 impl<R: AsyncReadRent> ReadSide<R> {
@@ -95,7 +98,10 @@ impl<R: AsyncReadRent> ReadSide<R> {
         }
         loop {
             let err = match self.decoder.decode(&mut self.buf) {
-                Ok(Decoded::Data(bytes)) => return Some(Ok(bytes)),
+                Ok(Decoded::Data(bytes)) => {
+                    self.body_received += bytes.len() as u64;
+                    return Some(Ok(bytes));
+                }
                 Ok(Decoded::End) => return None,
                 Ok(Decoded::NeedMore) => match self.fill(timeout, BODY_READ_SIZE).await {
                     Ok(0) => Error::new(ErrorKind::BadRequest, "connection closed inside the request body"),
@@ -181,8 +187,9 @@ macro_rules! flush_while_pending {
 }
 
 /// Serves one accepted connection until it closes. `initial` holds bytes
-/// already read from it; with `redirect` every request is answered with a
-/// 301 to the same URL over https (the plain listener beside a TLS one).
+/// already read from it; `site` says who answers (the mount table, a 301 to
+/// the same URL over https on the plain listener beside a TLS one, or the
+/// admin endpoints).
 /// With `h2c_upgrade`, a request asking for `Upgrade: h2c` ends HTTP/1.1 on
 /// this connection and the halves come back for HTTP/2.
 pub(crate) async fn serve<IO>(
@@ -191,7 +198,7 @@ pub(crate) async fn serve<IO>(
     shard: Rc<ShardCtx>,
     conn_key: usize,
     initial: BytesMut,
-    redirect: bool,
+    site: Site,
     h2c_upgrade: bool,
 ) -> Option<H2cUpgrade<IO::OwnedRead, IO::OwnedWrite>>
 where
@@ -201,14 +208,21 @@ where
 {
     let (read, write) = io.into_split();
     let mut conn = Conn {
-        side: Some(ReadSide { io: read, buf: initial, timer: Deadline::new(), decoder: Decoder::Done, failure: None }),
+        side: Some(ReadSide {
+            io: read,
+            buf: initial,
+            timer: Deadline::new(),
+            decoder: Decoder::Done,
+            failure: None,
+            body_received: 0,
+        }),
         write,
         write_timer: Deadline::new(),
         out: BytesMut::new(),
         peer,
         shard,
         conn_key,
-        redirect,
+        site,
         h2c_upgrade,
         upgrade: None,
         websocket: None,
@@ -236,8 +250,8 @@ struct Conn<R, W> {
     peer: SocketAddr,
     shard: Rc<ShardCtx>,
     conn_key: usize,
-    /// Answer everything with a redirect to https.
-    redirect: bool,
+    /// Who answers the requests.
+    site: Site,
     /// Honour `Upgrade: h2c` (plain connections with HTTP/2 enabled).
     h2c_upgrade: bool,
     /// Set when a request switched the connection to HTTP/2.
@@ -284,6 +298,7 @@ where
                     Ok(None) => break,
                     Err(e) => {
                         self.write_error(&e.error, e.accept.as_ref(), Version::HTTP_11);
+                        self.count_refused(&e.error);
                         return self.flush_and_close().await;
                     }
                 }
@@ -334,7 +349,8 @@ where
     /// nothing large is built and moved on each request.
     async fn handle_bodiless(&mut self, head: Head) -> Next {
         let Head { mut request, keep_alive, accept, .. } = head;
-        let http10 = request.version() == Version::HTTP_10;
+        let version = request.version();
+        let http10 = version == Version::HTTP_10;
         let is_head = request.method() == Method::HEAD;
         let shard = self.shard.clone();
         if self.h2c_upgrade && !http10 {
@@ -344,37 +360,83 @@ where
                 return Next::UpgradeH2c;
             }
         }
+        let services = shard.services();
+        let mut exchange = Exchange::begin(&services.metrics, services.log.as_ref(), &request, shard.id);
+        exchange.counted = self.site != Site::Admin;
         let mut from = 0;
-        let response = if self.redirect {
-            shard.https_redirect(&request)
-        } else {
-            loop {
-                match shard.route(&mut request, self.peer, accept.as_ref(), from) {
-                    Route::Respond(response) => break response,
-                    Route::Handler(handler, mut cx) => {
-                        let response =
-                            flush_while_pending!(self, shard.call(handler, request, &mut cx, accept.as_ref()));
-                        if let Some(pending) = cx.upgrade.0.take() {
-                            if response.status() == StatusCode::SWITCHING_PROTOCOLS && !http10 {
-                                self.respond(response, false, true, false).await;
-                                self.websocket = Some(pending);
-                                return Next::UpgradeWs;
+        let response = match self.site {
+            Site::Redirect => shard.https_redirect(&request),
+            site => match if site == Site::Main { shard.admit(accept.as_ref()) } else { Ok(()) } {
+                Err(refusal) => *refusal,
+                Ok(()) => loop {
+                    match shard.route(&mut request, self.peer, accept.as_ref(), from, site, &exchange.txn) {
+                        Route::Respond(response) => break response,
+                        Route::Handler(handler, mut cx, slot) => {
+                            exchange.slot = slot;
+                            let response =
+                                flush_while_pending!(self, shard.call(handler, request, &mut cx, accept.as_ref()));
+                            exchange.busy = Some(cx.busy);
+                            if let Some(pending) = cx.upgrade.0.take() {
+                                if response.status() == StatusCode::SWITCHING_PROTOCOLS && !http10 {
+                                    let handled = Instant::now();
+                                    self.respond(response, false, true, false).await;
+                                    self.finish(exchange, version, 101, 0, 0, handled);
+                                    self.websocket = Some(pending);
+                                    return Next::UpgradeWs;
+                                }
+                            }
+                            break response;
+                        }
+                        // Boxed so the file server's state does not enlarge every request's future.
+                        Route::Static { files, strip, next } => {
+                            match flush_while_pending!(self, Box::pin(files.serve(&request, strip))) {
+                                Some(response) => {
+                                    exchange.slot = next - 1;
+                                    break response;
+                                }
+                                None => from = next,
                             }
                         }
-                        break response;
                     }
-                    // Boxed so the file server's state does not enlarge every request's future.
-                    Route::Static { files, strip, next } => {
-                        match flush_while_pending!(self, Box::pin(files.serve(&request, strip))) {
-                            Some(response) => break response,
-                            None => from = next,
-                        }
-                    }
-                }
-            }
+                },
+            },
         };
+        let handled = Instant::now();
+        let status = response.status().as_u16();
         let keep_alive = keep_alive && !self.must_close(&response);
-        self.respond(response, is_head, keep_alive, http10).await
+        let (next, sent) = self.respond(response, is_head, keep_alive, http10).await;
+        self.finish(exchange, version, status, 0, sent, handled);
+        next
+    }
+
+    /// Counts and logs a request once its response is written (or batched).
+    fn finish(
+        &self,
+        exchange: Exchange<'_>,
+        version: Version,
+        status: u16,
+        received: u64,
+        sent: u64,
+        handled: Instant,
+    ) {
+        exchange.finish(Finished {
+            peer: self.peer.ip(),
+            version,
+            status,
+            request_bytes: received,
+            response_bytes: sent,
+            handled,
+            shard: self.shard.id,
+            connections: self.shard.open_connections(),
+        });
+    }
+
+    /// Counts a request refused before it could be parsed (it has no log line).
+    fn count_refused(&self, error: &Error) {
+        if let Some(status) = error.status() {
+            let metrics = &self.shard.services().metrics;
+            metrics.record(Version::HTTP_11, status.as_u16(), metrics.engine_slot(), Duration::ZERO, 0, 0);
+        }
     }
 
     /// True when the connection must close after `response` (draining, or the handler asked).
@@ -385,8 +447,10 @@ where
 
     /// Sends a response: small in-memory bodies are encoded straight into the
     /// batch buffer; large or streamed bodies go through the boxed writer.
-    async fn respond(&mut self, response: Response, is_head: bool, mut keep_alive: bool, http10: bool) -> Next {
+    /// Also returns the body bytes sent.
+    async fn respond(&mut self, response: Response, is_head: bool, mut keep_alive: bool, http10: bool) -> (Next, u64) {
         let (parts, body) = response.into_parts();
+        let mut sent = 0;
         let written = match body.try_into_full() {
             Ok(full) => {
                 let no_body = status_has_no_body(parts.status);
@@ -395,9 +459,15 @@ where
                 encode_head(parts.status, &parts.headers, framing, keep_alive, http10, &mut self.out);
                 header_pool::give_back(parts.headers);
                 match full.filter(|_| !is_head && !no_body) {
-                    Some(bytes) if bytes.len() >= DIRECT_WRITE_MIN => Box::pin(self.write_large(bytes)).await,
+                    Some(bytes) if bytes.len() >= DIRECT_WRITE_MIN => {
+                        let len = bytes.len() as u64;
+                        let written = Box::pin(self.write_large(bytes)).await;
+                        sent = if written.is_ok() { len } else { 0 };
+                        written
+                    }
                     Some(bytes) => {
                         self.out.put_slice(&bytes);
+                        sent = bytes.len() as u64;
                         Ok(())
                     }
                     None => Ok(()),
@@ -410,35 +480,39 @@ where
                     if is_head || status_has_no_body(parts.status) {
                         Ok(())
                     } else {
-                        Box::pin(self.write_file(file)).await
+                        Box::pin(self.write_file(file, &mut sent)).await
                     }
                 }
                 Err(body) => {
                     // An HTTP/1.0 client cannot take chunks: the body ends when we close.
                     keep_alive &= !(http10 && body.exact_len().is_none());
-                    Box::pin(self.write_stream(parts, body, is_head, keep_alive, http10)).await
+                    Box::pin(self.write_stream(parts, body, is_head, keep_alive, http10, &mut sent)).await
                 }
             },
         };
-        match written {
+        let next = match written {
             Ok(()) if keep_alive => Next::KeepAlive,
             Ok(()) => Next::Close,
             Err(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "response not completed");
                 Next::Close
             }
-        }
+        };
+        (next, sent)
     }
 
     /// Writes a file body after its head: file ranges go out by `sendfile`
     /// on plain TCP (read through memory otherwise); in-memory pieces join the batch.
-    async fn write_file(&mut self, body: FileBody) -> Result<()> {
+    async fn write_file(&mut self, body: FileBody, total: &mut u64) -> Result<()> {
         let timeout = self.shard.limits.request_timeout;
         // The head (still in the batch buffer) and the file leave in full segments.
         let _cork = self.write.tcp_socket().and_then(Cork::new);
         for part in body.parts {
             match part {
-                FilePart::Bytes(bytes) => self.out.put_slice(&bytes),
+                FilePart::Bytes(bytes) => {
+                    self.out.put_slice(&bytes);
+                    *total += bytes.len() as u64;
+                }
                 FilePart::Range { offset, len } => {
                     self.flush().await?;
                     let sent = match self.write.tcp_socket().filter(|_| self.shard.limits.sendfile) {
@@ -450,6 +524,7 @@ where
                     if sent == Sent::Unsupported {
                         self.write_file_through_memory(&body.file, offset, len).await?;
                     }
+                    *total += len;
                 }
             }
         }
@@ -502,11 +577,16 @@ where
         let is_head = request.method() == Method::HEAD;
         let mut keep_alive = keep_alive;
 
+        let shard = self.shard.clone();
+        let services = shard.services();
+        let mut exchange = Exchange::begin(&services.metrics, services.log.as_ref(), &request, shard.id);
         if let Framing::Length(n) = framing {
             if n > limits.max_upload_size {
                 // Refused before a byte of the body is read (and before any 100).
                 let error = Error::new(ErrorKind::PayloadTooLarge, "Content-Length exceeds max_upload_size");
-                self.write_error(&error, accept.as_ref(), version);
+                let handled = Instant::now();
+                let sent = self.write_error(&error, accept.as_ref(), version);
+                self.finish(exchange, version, 413, 0, sent, handled);
                 return Ok(Next::Close);
             }
         }
@@ -517,6 +597,7 @@ where
             _ => Decoder::chunked(limits.max_upload_size),
         };
         side.failure = None;
+        side.body_received = 0;
         let slot = Rc::new(RefCell::new(Some(side)));
         *request.body_mut() = Body::incoming(Box::new(H1Body { slot: slot.clone(), timeout: limits.request_timeout }));
         if expect_continue {
@@ -525,14 +606,10 @@ where
             self.flush().await?;
         }
 
-        let mut response = if self.redirect {
-            self.shard.https_redirect(&request)
-        } else {
-            // Not `flush_while_pending!`: a client that sends the whole body
-            // before reading could stall a flush of earlier answers while
-            // nobody reads the body.
-            self.shard.dispatch(request, self.peer, accept.as_ref()).await
-        };
+        // Not `flush_while_pending!`: a client that sends the whole body
+        // before reading could stall a flush of earlier answers while
+        // nobody reads the body.
+        let mut response = shard.dispatch(request, self.peer, accept.as_ref(), self.site, &mut exchange).await;
 
         // A body that failed (too large, malformed, timed out) decides the
         // answer: the handler saw an error, the client gets the status.
@@ -542,8 +619,12 @@ where
         }
         keep_alive &= !self.must_close(&response);
 
-        let next = self.respond(response, is_head, keep_alive, http10).await;
+        let handled = Instant::now();
+        let status = response.status().as_u16();
+        let (next, sent) = self.respond(response, is_head, keep_alive, http10).await;
         self.side = slot.borrow_mut().take();
+        let received = self.side.as_ref().map_or(0, |side| side.body_received);
+        self.finish(exchange, version, status, received, sent, handled);
         if next == Next::Close {
             return Ok(Next::Close);
         }
@@ -579,6 +660,7 @@ where
         is_head: bool,
         keep_alive: bool,
         http10: bool,
+        sent: &mut u64,
     ) -> Result<()> {
         let status = parts.status;
         let no_body = status_has_no_body(status);
@@ -613,29 +695,30 @@ where
             }
             return Ok(());
         }
-        let mut sent: u64 = 0;
         let mut next = first.map(Ok);
         if next.is_none() {
             next = body.chunk().await;
         }
         while let Some(chunk) = next {
             let chunk = chunk.map_err(|e| Error::new(e.kind(), format!("response body failed: {e}")))?;
-            sent += chunk.len() as u64;
+            let len = chunk.len() as u64;
             if framing == encode::Framing::Chunked {
                 encode_chunk(&chunk, &mut self.out);
                 self.flush().await?;
+                *sent += len;
             } else {
-                if known.is_some_and(|n| sent > n) {
+                if known.is_some_and(|n| *sent + len > n) {
                     return Err(Error::new(ErrorKind::Internal, "response body longer than its length"));
                 }
                 self.flush().await?;
                 self.write_bytes(chunk).await?;
+                *sent += len;
             }
             next = body.chunk().await;
         }
         match framing {
             encode::Framing::Chunked => self.out.put_slice(LAST_CHUNK),
-            encode::Framing::Length(n) if sent != n => {
+            encode::Framing::Length(n) if *sent != n => {
                 return Err(Error::new(ErrorKind::Internal, "response body shorter than its length"));
             }
             _ => {}
@@ -649,9 +732,10 @@ where
         error_response(status, accept, detail.as_deref())
     }
 
-    /// Puts an error response for a request we could not parse into the batch; the connection closes after it.
-    fn write_error(&mut self, error: &Error, accept: Option<&HeaderValue>, version: Version) {
-        let Some(status) = error.status() else { return };
+    /// Puts an error response for a request we could not parse into the
+    /// batch; the connection closes after it. Returns the body's length.
+    fn write_error(&mut self, error: &Error, accept: Option<&HeaderValue>, version: Version) -> u64 {
+        let Some(status) = error.status() else { return 0 };
         tracing::debug!(peer = %self.peer, %status, error = %error, "refusing request");
         let response = self.error_response(error, accept);
         let (parts, body) = response.into_parts();
@@ -665,6 +749,7 @@ where
             &mut self.out,
         );
         self.out.put_slice(&bytes);
+        bytes.len() as u64
     }
 
     /// Writes the batch buffer, if it holds anything.

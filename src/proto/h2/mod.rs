@@ -11,21 +11,22 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::{Either, LocalBoxFuture, select};
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::header::{self, HeaderValue};
-use http::{Method, StatusCode, Uri};
+use http::{Method, StatusCode, Uri, Version};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::date::http_date;
 use crate::http::{Body, BodySource, Request, Response, SERVER_NAME, error_response};
+use crate::observe::{Exchange, Finished};
 use crate::proto::ws::conn::{H2Read as WsH2Read, H2Write as WsH2Write};
-use crate::shard::ShardCtx;
+use crate::shard::{ShardCtx, Site};
 
 pub(crate) mod upgrade;
 
@@ -153,11 +154,24 @@ impl Stream {
         parts.uri = Uri::from_parts(origin).unwrap_or_else(|_| Uri::from_static("/"));
         let is_head = parts.method == Method::HEAD;
 
+        let shard = self.shard.clone();
+        let services = shard.services();
+        let mut exchange = Exchange::begin_parts(
+            &services.metrics,
+            services.log.as_ref(),
+            shard.id,
+            &parts.method,
+            &parts.uri,
+            Version::HTTP_2,
+            &parts.headers,
+        );
         let declared =
             parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limits.max_upload_size) {
             let response = error_response(StatusCode::PAYLOAD_TOO_LARGE, accept.as_ref(), None);
-            send(&mut respond, response, is_head).await;
+            let handled = Instant::now();
+            let sent = send(&mut respond, response, is_head).await;
+            self.finish(exchange, 413, 0, sent, handled);
             if declared.is_some_and(|n| n <= LINGER_BODY_LIMIT) {
                 discard_rest(recv).await;
             }
@@ -173,24 +187,27 @@ impl Stream {
             };
         // Only a request with a body needs somewhere to report its failure.
         let failure = recv.as_ref().filter(|r| !r.is_end_stream()).map(|_| Rc::new(RefCell::new(None)));
+        let received = Rc::new(Cell::new(0));
         let body = match &failure {
             None => Body::empty(),
             Some(failure) => Body::incoming(Box::new(H2Body {
                 recv: recv.expect("a body only where there is a stream"),
                 limit: limits.max_upload_size,
                 timeout: limits.request_timeout,
-                received: 0,
+                received: received.clone(),
                 declared,
                 failure: failure.clone(),
             })),
         };
         let push_fields = PushFields::of(&parts.headers);
         let request = Request::from_parts(parts, body);
-        let dispatched = self.shard.dispatch_with_push(request, self.peer, accept.as_ref(), true).await;
+        let dispatched =
+            shard.dispatch_with_push(request, self.peer, accept.as_ref(), true, Site::Main, &mut exchange).await;
         let (mut response, pushes) = (dispatched.response, dispatched.pushes);
         if let Some(recv) = websocket_recv {
             match dispatched.websocket {
                 Some(pending) if response.status() == StatusCode::OK => {
+                    self.finish(exchange, 200, 0, 0, Instant::now());
                     self.open_websocket(respond, response, recv, *pending).await;
                     return;
                 }
@@ -215,7 +232,24 @@ impl Stream {
                 self.push(&mut respond, &scheme, &authority, &path, &headers);
             }
         }
-        send(&mut respond, response, is_head).await;
+        let handled = Instant::now();
+        let status = response.status().as_u16();
+        let sent = send(&mut respond, response, is_head).await;
+        self.finish(exchange, status, received.get(), sent, handled);
+    }
+
+    /// Counts and logs the stream's request once its response is sent.
+    fn finish(&self, exchange: Exchange<'_>, status: u16, received: u64, sent: u64, handled: Instant) {
+        exchange.finish(Finished {
+            peer: self.peer.ip(),
+            version: Version::HTTP_2,
+            status,
+            request_bytes: received,
+            response_bytes: sent,
+            handled,
+            shard: self.shard.id,
+            connections: self.shard.open_connections(),
+        });
     }
 
     /// Promises `path` to the client and serves it on the promised stream,
@@ -279,8 +313,14 @@ impl Stream {
         let stream = Stream { shard, peer, active: self.active.clone() };
         monoio::spawn(async move {
             let accept = request.headers().get(header::ACCEPT).cloned();
-            let response = stream.shard.dispatch(request, stream.peer, accept.as_ref()).await;
-            send(&mut pushed, response, false).await;
+            let shard = stream.shard.clone();
+            let services = shard.services();
+            let mut exchange = Exchange::begin(&services.metrics, services.log.as_ref(), &request, shard.id);
+            let response = shard.dispatch(request, stream.peer, accept.as_ref(), Site::Main, &mut exchange).await;
+            let handled = Instant::now();
+            let status = response.status().as_u16();
+            let sent = send(&mut pushed, response, false).await;
+            stream.finish(exchange, status, 0, sent, handled);
             drop(stream);
         });
     }
@@ -353,14 +393,17 @@ impl Respond for h2::server::SendPushedResponse<Bytes> {
 }
 
 /// Sends `response` on the stream: head, then the body as the window allows.
-async fn send(respond: &mut impl Respond, response: Response, is_head: bool) {
-    if let Err(e) = try_send(respond, response, is_head).await {
+async fn send(respond: &mut impl Respond, response: Response, is_head: bool) -> u64 {
+    let mut sent = 0;
+    if let Err(e) = try_send(respond, response, is_head, &mut sent).await {
         tracing::debug!(error = %e, "HTTP/2 response not completed");
         respond.reset(h2::Reason::INTERNAL_ERROR);
     }
+    sent
 }
 
-async fn try_send(respond: &mut impl Respond, response: Response, is_head: bool) -> Result<()> {
+/// Sends `response`; `sent` counts the body bytes handed to the stream.
+async fn try_send(respond: &mut impl Respond, response: Response, is_head: bool, sent: &mut u64) -> Result<()> {
     let (mut parts, body) = response.into_parts();
     // One look over the (few) fields instead of a lookup per name.
     let (mut has_server, mut has_date, mut connection_specific) = (false, false, false);
@@ -401,7 +444,9 @@ async fn try_send(respond: &mut impl Respond, response: Response, is_head: bool)
             let bytes = full.filter(|_| !skip_body);
             let mut stream = respond.send_head(head, bytes.is_none()).map_err(h2_error)?;
             if let Some(bytes) = bytes {
+                let len = bytes.len() as u64;
                 send_data(&mut stream, bytes, true).await?;
+                *sent += len;
             }
         }
         Err(mut body) => {
@@ -424,7 +469,7 @@ async fn try_send(respond: &mut impl Respond, response: Response, is_head: bool)
                         Some(Err(e)) => {
                             let status = e.status().unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                             let page = error_response(status, None, None);
-                            return Box::pin(try_send(respond, page, is_head)).await;
+                            return Box::pin(try_send(respond, page, is_head, sent)).await;
                         }
                         None => {
                             ended = true;
@@ -443,11 +488,16 @@ async fn try_send(respond: &mut impl Respond, response: Response, is_head: bool)
             let mut stream = respond.send_head(head, skip_body).map_err(h2_error)?;
             if !skip_body {
                 for chunk in ready {
+                    let len = chunk.len() as u64;
                     send_data(&mut stream, chunk, false).await?;
+                    *sent += len;
                 }
                 if !ended {
                     while let Some(chunk) = body.chunk().await {
-                        send_data(&mut stream, chunk?, false).await?;
+                        let chunk = chunk?;
+                        let len = chunk.len() as u64;
+                        send_data(&mut stream, chunk, false).await?;
+                        *sent += len;
                     }
                 }
                 stream.send_data(Bytes::new(), true).map_err(h2_error)?;
@@ -521,7 +571,8 @@ struct H2Body {
     recv: RecvStream,
     limit: u64,
     timeout: Duration,
-    received: u64,
+    /// Body bytes received so far (shared with the stream, for the log).
+    received: Rc<Cell<u64>>,
     declared: Option<u64>,
     /// Set when the body failed; the response becomes this error.
     failure: Rc<RefCell<Option<Error>>>,
@@ -540,7 +591,7 @@ impl BodySource for H2Body {
             match monoio::time::timeout(self.timeout, self.recv.data()).await {
                 Err(_) => self.fail(ErrorKind::Timeout, "request body timed out"),
                 Ok(None) => {
-                    if self.declared.is_some_and(|n| n != self.received) {
+                    if self.declared.is_some_and(|n| n != self.received.get()) {
                         return self.fail(ErrorKind::BadRequest, "request body shorter than its content-length");
                     }
                     None
@@ -548,11 +599,11 @@ impl BodySource for H2Body {
                 Ok(Some(Err(_))) => self.fail(ErrorKind::BadRequest, "request body stream failed"),
                 Ok(Some(Ok(bytes))) => {
                     let _ = self.recv.flow_control().release_capacity(bytes.len());
-                    self.received += bytes.len() as u64;
-                    if self.received > self.limit {
+                    self.received.set(self.received.get() + bytes.len() as u64);
+                    if self.received.get() > self.limit {
                         return self.fail(ErrorKind::PayloadTooLarge, "request body exceeds max_upload_size");
                     }
-                    if self.declared.is_some_and(|n| self.received > n) {
+                    if self.declared.is_some_and(|n| self.received.get() > n) {
                         return self.fail(ErrorKind::BadRequest, "request body longer than its content-length");
                     }
                     Some(Ok(bytes))
@@ -562,6 +613,6 @@ impl BodySource for H2Body {
     }
 
     fn remaining(&self) -> Option<u64> {
-        self.declared.map(|n| n.saturating_sub(self.received))
+        self.declared.map(|n| n.saturating_sub(self.received.get()))
     }
 }

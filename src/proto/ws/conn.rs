@@ -311,6 +311,12 @@ pub(crate) async fn serve<R: WsRead, W: WsWrite>(
     conn_key: usize,
 ) {
     let (opened, decoder, session) = pending.open();
+    let services = shard.services().clone();
+    services.metrics.websocket_opened();
+    let link = opened.link.clone();
     let outcome = run(read, write, buf, decoder, opened.link.clone(), session, opened.timing, shard, conn_key).await;
+    let (sent, received) = link.counted.get();
+    services.metrics.websocket_messages(received, sent);
+    services.metrics.websocket_closed();
     opened.finish(&outcome);
 }

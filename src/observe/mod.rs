@@ -1,0 +1,179 @@
+//! Observability: the request log, transaction ids, per-shard metrics with
+//! latency histograms, the admin endpoints (metrics, status page, health),
+//! and the load estimate behind 503 shedding.
+
+pub(crate) mod access_log;
+pub(crate) mod admin;
+pub(crate) mod metrics;
+pub(crate) mod output;
+mod txn;
+
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, Method, Uri, Version};
+
+pub use output::APP_TARGET;
+pub use txn::{FIRST_LTXID, GTXN_HEADER, LTXN_HEADER, TxnIds};
+
+use crate::config::LogFormat;
+use crate::http::Request;
+use access_log::{LogOff, Outcome, RequestFacts, format_line};
+use metrics::ShardMetrics;
+use output::RequestSink;
+
+/// A shard's request log buffer is handed to the log thread once it holds this much.
+const LOG_BATCH: usize = 32 * 1024;
+/// ... or at least this often.
+pub(crate) const LOG_FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// The request log as the shards share it: format, `log_off` rules, sink.
+#[derive(Debug)]
+pub(crate) struct RequestLog {
+    pub(crate) format: LogFormat,
+    pub(crate) off: LogOff,
+    pub(crate) sink: Arc<RequestSink>,
+}
+
+/// One shard's side of the request log: lines gather in a buffer that goes
+/// to the log thread in batches (never a write per request).
+#[derive(Debug)]
+pub(crate) struct ShardLog {
+    shared: Arc<RequestLog>,
+    buf: RefCell<Vec<u8>>,
+}
+
+impl ShardLog {
+    /// A buffer for this shard.
+    pub(crate) fn new(shared: Arc<RequestLog>) -> ShardLog {
+        ShardLog { shared, buf: RefCell::new(Vec::with_capacity(LOG_BATCH + 1024)) }
+    }
+
+    /// True when a request for `path` is logged.
+    pub(crate) fn wants(&self, path: &str) -> bool {
+        !self.shared.off.matches(path)
+    }
+
+    fn write(&self, facts: &RequestFacts, outcome: &Outcome<'_>) {
+        let mut buf = self.buf.borrow_mut();
+        format_line(self.shared.format, facts, outcome, &mut buf);
+        if buf.len() >= LOG_BATCH {
+            let full = std::mem::take(&mut *buf);
+            *buf = self.shared.sink.send(full);
+        }
+    }
+
+    /// Hands what the buffer holds to the log thread.
+    pub(crate) fn flush(&self) {
+        let mut buf = self.buf.borrow_mut();
+        if !buf.is_empty() {
+            let full = std::mem::take(&mut *buf);
+            *buf = self.shared.sink.send(full);
+        }
+    }
+
+    /// Lines dropped because the log thread fell behind.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.shared.sink.dropped()
+    }
+}
+
+/// One request under observation, from its head to its last byte: it counts
+/// as in flight on the shard until dropped, and [`Exchange::finish`] logs and
+/// counts it.
+pub(crate) struct Exchange<'s> {
+    metrics: &'s ShardMetrics,
+    log: Option<&'s ShardLog>,
+    started: Instant,
+    facts: Option<RequestFacts>,
+    /// The request's transaction ids.
+    pub(crate) txn: TxnIds,
+    /// The mount that answered (its metrics slot).
+    pub(crate) slot: usize,
+    /// How long the handler kept the shard busy, when a handler ran.
+    pub(crate) busy: Option<Duration>,
+    /// Counted in the metrics (admin requests are not: scrapes would skew them).
+    pub(crate) counted: bool,
+}
+
+impl<'s> Exchange<'s> {
+    /// Starts observing `req` on shard `shard`.
+    pub(crate) fn begin(metrics: &'s ShardMetrics, log: Option<&'s ShardLog>, req: &Request, shard: usize) -> Self {
+        Exchange::begin_parts(metrics, log, shard, req.method(), req.uri(), req.version(), req.headers())
+    }
+
+    /// [`Exchange::begin`] from a request's parts.
+    pub(crate) fn begin_parts(
+        metrics: &'s ShardMetrics,
+        log: Option<&'s ShardLog>,
+        shard: usize,
+        method: &Method,
+        uri: &Uri,
+        version: Version,
+        headers: &HeaderMap,
+    ) -> Self {
+        metrics.enter();
+        let facts = log.filter(|l| l.wants(uri.path())).map(|_| RequestFacts::of(method, uri, version, headers));
+        Exchange {
+            metrics,
+            log,
+            started: Instant::now(),
+            facts,
+            txn: TxnIds::of_request(headers, shard),
+            slot: metrics.engine_slot(),
+            busy: None,
+            counted: true,
+        }
+    }
+
+    /// The request is answered: `handled` is when its response was ready,
+    /// the byte counts are of the bodies actually received and sent.
+    pub(crate) fn finish(self, done: Finished) {
+        let handling = done.handled.saturating_duration_since(self.started);
+        if self.counted {
+            self.metrics.record(
+                done.version,
+                done.status,
+                self.slot,
+                handling,
+                done.request_bytes,
+                done.response_bytes,
+            );
+        }
+        if let (Some(log), Some(facts)) = (self.log, &self.facts) {
+            let outcome = Outcome {
+                peer: done.peer,
+                status: done.status,
+                request_bytes: done.request_bytes,
+                response_bytes: done.response_bytes,
+                shard: done.shard,
+                handling,
+                delivery: done.handled.elapsed(),
+                txn: &self.txn,
+                connections: done.connections,
+            };
+            log.write(facts, &outcome);
+        }
+    }
+}
+
+impl Drop for Exchange<'_> {
+    fn drop(&mut self) {
+        self.metrics.leave(self.busy);
+    }
+}
+
+/// How a request ended, for [`Exchange::finish`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Finished {
+    pub(crate) peer: IpAddr,
+    pub(crate) version: Version,
+    pub(crate) status: u16,
+    pub(crate) request_bytes: u64,
+    pub(crate) response_bytes: u64,
+    pub(crate) handled: Instant,
+    pub(crate) shard: usize,
+    pub(crate) connections: usize,
+}
