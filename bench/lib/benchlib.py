@@ -656,16 +656,25 @@ def _skitai_has_address_flag(bin_: Path | None = None) -> bool:
 class SkitaiServer(Server):
     is_skitai = True
 
-    def __init__(self, io: str):
+    def __init__(self, io: str, log: bool = False):
         self.io = io
-        self.name = f"skitai-{io}"
+        self.log = log
+        self.name = f"skitai-{io}" + ("-log" if log else "")
         self.desc = (f"skitai, 1 shard, `--io {io}` (hello: `examples/hello`; static: the `skitai` binary; "
                      "ws: `examples/chat`)")
+        if log:
+            self.desc += "; request log on, to a file (`-c log.toml`: `[log] path = $WORKDIR/logs`)"
+
+    LOG_CONF = """[log]
+path = "{path}"
+"""
 
     def describe(self, route, transport="plain"):
         extra = {"h2c": ", h2c by prior knowledge (on by default on plain ports)",
                  "h2-tls": ", `-c tls.toml` ([tls] cert/key: TLS, ALPN h2)",
                  "tls-h1": ", `-c tls.toml` ([tls] cert/key: TLS, HTTP/1.1)"}.get(transport, "")
+        if self.log:
+            extra += ", request log to a file (`-c log.toml`: `[log] path = $WORKDIR/logs`)"
         if route == "static":
             return f"the `skitai` binary, 1 shard, `--io {self.io}`, `--mount /=$FIXTURES`{extra}"
         if route == "ws":
@@ -700,6 +709,13 @@ key = "{key}"
             argv += ["-c", str(conf)]
         elif transport not in ("plain", "h2c"):
             raise Skip(f"skitai: unknown transport `{transport}`")
+        if self.log:
+            if transport in TLS_TRANSPORTS:
+                raise Skip("skitai-log: measured on plain transports only")
+            (workdir / "logs").mkdir(exist_ok=True)
+            conf = workdir / "log.toml"
+            conf.write_text(self.LOG_CONF.format(path=workdir / "logs"))
+            argv += ["-c", str(conf)]
         # An instance name of its own: skitai refuses to start a second live instance of
         # one name (its state file), and a developer's `hello` or `chat` may be running.
         return argv + ["--name", f"bench-{port}"]
@@ -840,6 +856,8 @@ class PythonSkitaiServer(Server):
 SERVERS: dict[str, Server] = {s.name: s for s in [
     SkitaiServer("uring"),
     SkitaiServer("epoll"),
+    SkitaiServer("uring", log=True),
+    SkitaiServer("epoll", log=True),
     NginxServer(),
     PeerBinServer("hyper", "hyper-hello", "hyper 1.x http1 (h2c: http2 with `--h2c`), tokio current_thread "
                   "(bench/peers/hyper-hello)", transports={"plain": (), "h2c": ("--h2c",)}),
