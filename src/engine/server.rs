@@ -45,8 +45,8 @@ pub struct Server {
     tls_certs: Option<Arc<TlsCerts>>,
     state: SharedState,
     admin_addr: Option<SocketAddr>,
-    /// The request log's writer thread; it ends once the shards are gone.
-    log_thread: Option<std::thread::JoinHandle<()>>,
+    /// The request log's writer thread; closed once the shards are gone.
+    log_thread: Option<LogThread>,
 }
 
 impl std::fmt::Debug for Server {
@@ -228,6 +228,7 @@ impl Server {
                 subscribers: subscribers.clone(),
                 request_log: request_log.clone(),
                 admin: admin_addr.is_some().then(|| admin_factory.clone()),
+                admin_mount: config.admin.mount.clone(),
             };
             let exit_tx = exit_tx.clone();
             let handle = shard::spawn(plan, move |id, error| {
@@ -357,8 +358,9 @@ impl Server {
                 let _ = shard.thread.join();
             }
             // Every line the shards handed over is written before we return.
-            if let Some(thread) = self.log_thread {
-                let _ = thread.join();
+            if let Some(log) = self.log_thread {
+                log.sink.close();
+                let _ = log.thread.join();
             }
         }
         self.state.remove_file();
@@ -372,8 +374,14 @@ impl Server {
     }
 }
 
+/// The request log's writer thread and what ends it.
+struct LogThread {
+    sink: Arc<RequestSink>,
+    thread: std::thread::JoinHandle<()>,
+}
+
 /// The request log as the shards get it, and its writer thread.
-type StartedLogs = (Option<Arc<RequestLog>>, Option<std::thread::JoinHandle<()>>);
+type StartedLogs = (Option<Arc<RequestLog>>, Option<LogThread>);
 
 /// Sets up the logs for `config`: the server and app logs go to their files
 /// (and the console) from now on, and the request log gets its writer
@@ -402,6 +410,6 @@ fn start_logs(config: &Config, console: bool) -> Result<StartedLogs> {
     let Some(to) = requests_to else { return Ok((None, None)) };
     let (sink, thread) = RequestSink::start(to)
         .map_err(|e| Error::new(ErrorKind::Internal, "cannot start the request log thread").with_source(e))?;
-    let shared = RequestLog { format: log.format, off: LogOff::new(&log.off), sink };
-    Ok((Some(Arc::new(shared)), Some(thread)))
+    let shared = RequestLog { format: log.format, off: LogOff::new(&log.off), sink: sink.clone() };
+    Ok((Some(Arc::new(shared)), Some(LogThread { sink, thread })))
 }

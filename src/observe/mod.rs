@@ -95,26 +95,25 @@ pub(crate) struct Exchange<'s> {
     /// How long the handler kept the shard busy, when a handler ran.
     pub(crate) busy: Option<Duration>,
     /// Counted in the metrics (admin requests are not: scrapes would skew them).
-    pub(crate) counted: bool,
+    counted: bool,
 }
 
 impl<'s> Exchange<'s> {
-    /// Starts observing `req` on shard `shard`.
-    pub(crate) fn begin(metrics: &'s ShardMetrics, log: Option<&'s ShardLog>, req: &Request, shard: usize) -> Self {
-        Exchange::begin_parts(metrics, log, shard, req.method(), req.uri(), req.version(), req.headers())
-    }
-
-    /// [`Exchange::begin`] from a request's parts.
-    pub(crate) fn begin_parts(
+    /// Starts observing a request on shard `shard`. An uncounted one (an
+    /// admin request: a scrape or a health check) is neither counted, nor
+    /// in flight, nor logged; it still gets transaction ids.
+    pub(crate) fn begin(
         metrics: &'s ShardMetrics,
         log: Option<&'s ShardLog>,
         shard: usize,
-        method: &Method,
-        uri: &Uri,
-        version: Version,
-        headers: &HeaderMap,
+        request: RequestHead<'_>,
+        counted: bool,
     ) -> Self {
-        metrics.enter();
+        let RequestHead { method, uri, version, headers } = request;
+        if counted {
+            metrics.enter();
+        }
+        let log = log.filter(|_| counted);
         let facts = log.filter(|l| l.wants(uri.path())).map(|_| RequestFacts::of(method, uri, version, headers));
         Exchange {
             metrics,
@@ -124,7 +123,7 @@ impl<'s> Exchange<'s> {
             txn: TxnIds::of_request(headers, shard),
             slot: metrics.engine_slot(),
             busy: None,
-            counted: true,
+            counted,
         }
     }
 
@@ -159,9 +158,34 @@ impl<'s> Exchange<'s> {
     }
 }
 
+impl Exchange<'_> {
+    /// False for admin requests, which are not counted, shed or logged.
+    pub(crate) fn counted(&self) -> bool {
+        self.counted
+    }
+}
+
 impl Drop for Exchange<'_> {
     fn drop(&mut self) {
-        self.metrics.leave(self.busy);
+        if self.counted {
+            self.metrics.leave(self.busy);
+        }
+    }
+}
+
+/// What [`Exchange::begin`] reads of a request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestHead<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) uri: &'a Uri,
+    pub(crate) version: Version,
+    pub(crate) headers: &'a HeaderMap,
+}
+
+impl<'a> RequestHead<'a> {
+    /// The head of `req`.
+    pub(crate) fn of(req: &'a Request) -> Self {
+        RequestHead { method: req.method(), uri: req.uri(), version: req.version(), headers: req.headers() }
     }
 }
 

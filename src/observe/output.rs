@@ -5,7 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 
@@ -183,22 +183,41 @@ pub(crate) struct RequestSink {
     empties: Receiver<Vec<u8>>,
     /// Lines dropped because the writer fell behind.
     dropped: AtomicU64,
+    /// Set by [`RequestSink::close`]: the next empty batch ends the writer.
+    closed: Arc<AtomicBool>,
 }
 
 impl RequestSink {
     /// Starts the writer thread for `output`; it ends (after writing
-    /// everything) once every clone of the sink is dropped.
+    /// everything queued before) at [`RequestSink::close`], or once every
+    /// clone of the sink is dropped.
     pub(crate) fn start(output: Arc<Output>) -> io::Result<(Arc<RequestSink>, JoinHandle<()>)> {
         let (batches, queued) = bounded::<Vec<u8>>(QUEUED_BATCHES);
         let (give_back, empties) = bounded::<Vec<u8>>(QUEUED_BATCHES);
+        let closed = Arc::new(AtomicBool::new(false));
+        let closing = closed.clone();
         let thread = std::thread::Builder::new().name("skitai-log".into()).spawn(move || {
             for mut batch in queued {
+                if batch.is_empty() {
+                    if closing.load(Ordering::Acquire) {
+                        break;
+                    }
+                    continue;
+                }
                 output.write_all(&batch);
                 batch.clear();
                 let _ = give_back.try_send(batch);
             }
         })?;
-        Ok((Arc::new(RequestSink { batches, empties, dropped: AtomicU64::new(0) }), thread))
+        Ok((Arc::new(RequestSink { batches, empties, dropped: AtomicU64::new(0), closed }), thread))
+    }
+
+    /// Ends the writer thread once it has written every batch sent before
+    /// (called when the shards are gone; tasks a runtime leaves behind may
+    /// still hold the sink, so its drop cannot be the signal).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let _ = self.batches.send(Vec::new());
     }
 
     /// Hands a batch of lines to the writer; if it is too far behind, the

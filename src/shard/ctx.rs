@@ -18,7 +18,7 @@ use crate::config::Limits;
 use crate::http::{Request, Response, error_response};
 use crate::mount::{Ctx, Handler, Lookup, MountTable, Target};
 use crate::observe::metrics::Shed;
-use crate::observe::{Exchange, TxnIds};
+use crate::observe::{Exchange, RequestHead, TxnIds};
 use crate::shard::Control;
 use crate::shard::services::ShardServices;
 
@@ -56,6 +56,8 @@ pub(crate) struct ShardCtx {
     mounts: MountTable,
     /// The admin endpoints, for connections on the admin listener.
     admin: Option<MountTable>,
+    /// Where the admin endpoints are mounted on the main listeners, if they are.
+    admin_mount: Option<Rc<str>>,
     services: Rc<ShardServices>,
     draining: Cell<bool>,
     conns: RefCell<Slab<ConnEntry>>,
@@ -74,6 +76,7 @@ impl ShardCtx {
         protocols: Protocols,
         mounts: MountTable,
         admin: Option<MountTable>,
+        admin_mount: Option<Rc<str>>,
         services: Rc<ShardServices>,
     ) -> ShardCtx {
         ShardCtx {
@@ -83,6 +86,7 @@ impl ShardCtx {
             protocols,
             mounts,
             admin,
+            admin_mount,
             services,
             draining: Cell::new(false),
             conns: RefCell::new(Slab::with_capacity(1024)),
@@ -351,6 +355,21 @@ impl ShardCtx {
         self.dispatch_with_push(req, peer, accept, false, site, exchange).await.response
     }
 
+    /// Starts observing a request that came in on `site`; requests for the
+    /// admin endpoints (on the admin listener, or under the admin mount)
+    /// are not counted, shed or logged.
+    pub(crate) fn exchange(&self, site: Site, head: RequestHead<'_>) -> Exchange<'_> {
+        let admin = site == Site::Admin || self.is_admin_path(head.uri.path());
+        Exchange::begin(&self.services.metrics, self.services.log.as_ref(), self.id, head, !admin)
+    }
+
+    /// True when `path` is under the admin mount on the main listeners.
+    fn is_admin_path(&self, path: &str) -> bool {
+        let Some(point) = self.admin_mount.as_deref() else { return false };
+        let point = point.strip_suffix('/').unwrap_or(point);
+        path.strip_prefix(point).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
     /// Whether a new request may start on this shard: a 503 (with
     /// `Retry-After`) when the shard already handles `max_inflight` requests
     /// or the estimated wait of a new one is over `max_estimated_wait`.
@@ -389,7 +408,7 @@ impl ShardCtx {
         if site == Site::Redirect {
             return answered(self.https_redirect(&req));
         }
-        if site == Site::Main {
+        if site == Site::Main && exchange.counted() {
             if let Err(response) = self.admit(accept) {
                 return answered(*response);
             }

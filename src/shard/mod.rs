@@ -52,6 +52,8 @@ pub(crate) struct ShardPlan {
     pub(crate) request_log: Option<Arc<RequestLog>>,
     /// The admin endpoints, for the admin listener.
     pub(crate) admin: Option<Arc<dyn HandlerFactory>>,
+    /// Where the admin endpoints are mounted on the main listeners, if they are.
+    pub(crate) admin_mount: Option<String>,
 }
 
 /// A running shard seen from the thread that started it.
@@ -111,6 +113,7 @@ fn run_shard(plan: ShardPlan) -> Result<(), String> {
         subscribers,
         request_log,
         admin,
+        admin_mount,
     } = plan;
     let pinned = core.is_some_and(core_affinity::set_for_current);
     let chosen = Rc::new(std::cell::Cell::new("?"));
@@ -142,7 +145,16 @@ fn run_shard(plan: ShardPlan) -> Result<(), String> {
         metrics.set_driver(chosen_in_runtime.get());
         let log = request_log.map(ShardLog::new);
         let services = ShardServices::new(info, shard_state, &subscribers, metrics, log);
-        let ctx = Rc::new(ShardCtx::new(info.id, limits, devel, protocols, table, admin, services));
+        let ctx = Rc::new(ShardCtx::new(
+            info.id,
+            limits,
+            devel,
+            protocols,
+            table,
+            admin,
+            admin_mount.map(Rc::from),
+            services,
+        ));
         shard_main(ctx, listeners).await
     })
     .map_err(|e| format!("shard {}: {e}", info.id))?
@@ -246,7 +258,8 @@ async fn accept_loop(listener: TcpListener, role: ListenerRole, ctx: Rc<ShardCtx
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                if ctx.open_connections() >= ctx.limits.max_connections {
+                // The admin listener is never refused: health checks must answer under load.
+                if role != ListenerRole::Admin && ctx.open_connections() >= ctx.limits.max_connections {
                     refuse_connection(stream, role, &ctx);
                     continue;
                 }

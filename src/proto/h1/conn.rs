@@ -26,7 +26,7 @@ use super::parse::{Framing, Head, parse_head};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{Body, BodySource, FileBody, FilePart, Response, error_response, header_pool};
 use crate::net::{Cork, Sent, ZeroCopyWrite, send_file};
-use crate::observe::{Exchange, Finished};
+use crate::observe::{Exchange, Finished, RequestHead};
 use crate::proto::Deadline;
 use crate::proto::ws::conn::{H1Read, H1Write};
 use crate::shard::{Route, ShardCtx, Site};
@@ -307,7 +307,8 @@ where
 
             let side = self.side.as_mut().expect("read side present between requests");
             let timeout = if side.buf.is_empty() {
-                if self.shard.draining() {
+                // A new admin connection is still answered (`/readyz` says "draining").
+                if self.shard.draining() && !(first_request && self.site == Site::Admin) {
                     return Ok(());
                 }
                 if side.buf.capacity() > MAX_IDLE_READ_BUF {
@@ -360,46 +361,46 @@ where
                 return Next::UpgradeH2c;
             }
         }
-        let services = shard.services();
-        let mut exchange = Exchange::begin(&services.metrics, services.log.as_ref(), &request, shard.id);
-        exchange.counted = self.site != Site::Admin;
+        let mut exchange = shard.exchange(self.site, RequestHead::of(&request));
         let mut from = 0;
         let response = match self.site {
             Site::Redirect => shard.https_redirect(&request),
-            site => match if site == Site::Main { shard.admit(accept.as_ref()) } else { Ok(()) } {
-                Err(refusal) => *refusal,
-                Ok(()) => loop {
-                    match shard.route(&mut request, self.peer, accept.as_ref(), from, site, &exchange.txn) {
-                        Route::Respond(response) => break response,
-                        Route::Handler(handler, mut cx, slot) => {
-                            exchange.slot = slot;
-                            let response =
-                                flush_while_pending!(self, shard.call(handler, request, &mut cx, accept.as_ref()));
-                            exchange.busy = Some(cx.busy);
-                            if let Some(pending) = cx.upgrade.0.take() {
-                                if response.status() == StatusCode::SWITCHING_PROTOCOLS && !http10 {
-                                    let handled = Instant::now();
-                                    self.respond(response, false, true, false).await;
-                                    self.finish(exchange, version, 101, 0, 0, handled);
-                                    self.websocket = Some(pending);
-                                    return Next::UpgradeWs;
+            site => {
+                match if site == Site::Main && exchange.counted() { shard.admit(accept.as_ref()) } else { Ok(()) } {
+                    Err(refusal) => *refusal,
+                    Ok(()) => loop {
+                        match shard.route(&mut request, self.peer, accept.as_ref(), from, site, &exchange.txn) {
+                            Route::Respond(response) => break response,
+                            Route::Handler(handler, mut cx, slot) => {
+                                exchange.slot = slot;
+                                let response =
+                                    flush_while_pending!(self, shard.call(handler, request, &mut cx, accept.as_ref()));
+                                exchange.busy = Some(cx.busy);
+                                if let Some(pending) = cx.upgrade.0.take() {
+                                    if response.status() == StatusCode::SWITCHING_PROTOCOLS && !http10 {
+                                        let handled = Instant::now();
+                                        self.respond(response, false, true, false).await;
+                                        self.finish(exchange, version, 101, 0, 0, handled);
+                                        self.websocket = Some(pending);
+                                        return Next::UpgradeWs;
+                                    }
+                                }
+                                break response;
+                            }
+                            // Boxed so the file server's state does not enlarge every request's future.
+                            Route::Static { files, strip, next } => {
+                                match flush_while_pending!(self, Box::pin(files.serve(&request, strip))) {
+                                    Some(response) => {
+                                        exchange.slot = next - 1;
+                                        break response;
+                                    }
+                                    None => from = next,
                                 }
                             }
-                            break response;
                         }
-                        // Boxed so the file server's state does not enlarge every request's future.
-                        Route::Static { files, strip, next } => {
-                            match flush_while_pending!(self, Box::pin(files.serve(&request, strip))) {
-                                Some(response) => {
-                                    exchange.slot = next - 1;
-                                    break response;
-                                }
-                                None => from = next,
-                            }
-                        }
-                    }
-                },
-            },
+                    },
+                }
+            }
         };
         let handled = Instant::now();
         let status = response.status().as_u16();
@@ -578,8 +579,7 @@ where
         let mut keep_alive = keep_alive;
 
         let shard = self.shard.clone();
-        let services = shard.services();
-        let mut exchange = Exchange::begin(&services.metrics, services.log.as_ref(), &request, shard.id);
+        let mut exchange = shard.exchange(self.site, RequestHead::of(&request));
         if let Framing::Length(n) = framing {
             if n > limits.max_upload_size {
                 // Refused before a byte of the body is read (and before any 100).

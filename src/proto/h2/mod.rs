@@ -24,7 +24,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::date::http_date;
 use crate::http::{Body, BodySource, Request, Response, SERVER_NAME, error_response};
-use crate::observe::{Exchange, Finished};
+use crate::observe::{Exchange, Finished, RequestHead};
 use crate::proto::ws::conn::{H2Read as WsH2Read, H2Write as WsH2Write};
 use crate::shard::{ShardCtx, Site};
 
@@ -155,16 +155,9 @@ impl Stream {
         let is_head = parts.method == Method::HEAD;
 
         let shard = self.shard.clone();
-        let services = shard.services();
-        let mut exchange = Exchange::begin_parts(
-            &services.metrics,
-            services.log.as_ref(),
-            shard.id,
-            &parts.method,
-            &parts.uri,
-            Version::HTTP_2,
-            &parts.headers,
-        );
+        let head =
+            RequestHead { method: &parts.method, uri: &parts.uri, version: Version::HTTP_2, headers: &parts.headers };
+        let mut exchange = shard.exchange(Site::Main, head);
         let declared =
             parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limits.max_upload_size) {
@@ -314,8 +307,7 @@ impl Stream {
         monoio::spawn(async move {
             let accept = request.headers().get(header::ACCEPT).cloned();
             let shard = stream.shard.clone();
-            let services = shard.services();
-            let mut exchange = Exchange::begin(&services.metrics, services.log.as_ref(), &request, shard.id);
+            let mut exchange = shard.exchange(Site::Main, RequestHead::of(&request));
             let response = shard.dispatch(request, stream.peer, accept.as_ref(), Site::Main, &mut exchange).await;
             let handled = Instant::now();
             let status = response.status().as_u16();
