@@ -54,10 +54,7 @@ pub(crate) struct ShardCtx {
     pub(crate) devel: bool,
     pub(crate) protocols: Protocols,
     mounts: MountTable,
-    /// The admin endpoints, for connections on the admin listener.
-    admin: Option<MountTable>,
-    /// Where the admin endpoints are mounted on the main listeners, if they are.
-    admin_mount: Option<Rc<str>>,
+    admin: AdminRoutes,
     services: Rc<ShardServices>,
     draining: Cell<bool>,
     conns: RefCell<Slab<ConnEntry>>,
@@ -75,8 +72,7 @@ impl ShardCtx {
         devel: bool,
         protocols: Protocols,
         mounts: MountTable,
-        admin: Option<MountTable>,
-        admin_mount: Option<Rc<str>>,
+        admin: AdminRoutes,
         services: Rc<ShardServices>,
     ) -> ShardCtx {
         ShardCtx {
@@ -86,7 +82,6 @@ impl ShardCtx {
             protocols,
             mounts,
             admin,
-            admin_mount,
             services,
             draining: Cell::new(false),
             conns: RefCell::new(Slab::with_capacity(1024)),
@@ -246,7 +241,7 @@ impl ShardCtx {
                 *req.uri_mut() = normal;
             }
         }
-        let table = match (site, &self.admin) {
+        let table = match (site, &self.admin.listener) {
             (Site::Admin, Some(admin)) => admin,
             _ => &self.mounts,
         };
@@ -365,7 +360,7 @@ impl ShardCtx {
 
     /// True when `path` is under the admin mount on the main listeners.
     fn is_admin_path(&self, path: &str) -> bool {
-        let Some(point) = self.admin_mount.as_deref() else { return false };
+        let Some(point) = self.admin.mount.as_deref() else { return false };
         let point = point.strip_suffix('/').unwrap_or(point);
         path.strip_prefix(point).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
@@ -446,6 +441,15 @@ pub(crate) struct Dispatched {
     pub(crate) pushes: Vec<String>,
     /// A WebSocket the handler accepted; it opens once the response is sent.
     pub(crate) websocket: Option<Box<crate::ws::Pending>>,
+}
+
+/// Where the admin endpoints are on a shard.
+#[derive(Default)]
+pub(crate) struct AdminRoutes {
+    /// Their table, for connections on the admin listener.
+    pub(crate) listener: Option<MountTable>,
+    /// Their mount point on the main listeners, if they are mounted there.
+    pub(crate) mount: Option<Rc<str>>,
 }
 
 /// Which listener a connection came in on, so which table answers it.

@@ -21,7 +21,7 @@ use monoio::blocking::DefaultThreadPool;
 use monoio::net::TcpListener;
 
 pub(crate) use bus::Control;
-pub(crate) use ctx::{Protocols, Route, ShardCtx, Site};
+pub(crate) use ctx::{AdminRoutes, Protocols, Route, ShardCtx, Site};
 use services::{GlobalSubscriber, ShardServices};
 
 use crate::apps::static_files::StaticFiles;
@@ -151,8 +151,7 @@ fn run_shard(plan: ShardPlan) -> Result<(), String> {
             devel,
             protocols,
             table,
-            admin,
-            admin_mount.map(Rc::from),
+            AdminRoutes { listener: admin, mount: admin_mount.map(Rc::from) },
             services,
         ));
         shard_main(ctx, listeners).await
