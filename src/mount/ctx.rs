@@ -33,6 +33,8 @@ pub struct Ctx {
     pub(crate) upstream_calls: u64,
     /// How long the handler kept the shard busy (set once it returned).
     pub(crate) busy: std::time::Duration,
+    /// When the handler returned.
+    pub(crate) answered: Option<std::time::Instant>,
 }
 
 impl Ctx {

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, Method, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Uri, Version};
 
 pub use output::APP_TARGET;
 pub use txn::{FIRST_LTXID, GTXN_HEADER, LTXN_HEADER, TxnIds};
@@ -86,14 +86,19 @@ impl ShardLog {
 pub(crate) struct Exchange<'s> {
     metrics: &'s ShardMetrics,
     log: Option<&'s ShardLog>,
-    started: Instant,
-    facts: Option<RequestFacts>,
+    /// Boxed: only a logged request pays for it, and the exchange stays small
+    /// (it lives in every request's future).
+    facts: Option<Box<RequestFacts>>,
     /// The request's transaction ids.
     pub(crate) txn: TxnIds,
+    /// When the request started.
+    pub(crate) started: Instant,
     /// The mount that answered (its metrics slot).
     pub(crate) slot: usize,
     /// How long the handler kept the shard busy, when a handler ran.
     pub(crate) busy: Option<Duration>,
+    /// When the handler returned (the end of its last poll), when one ran.
+    pub(crate) answered: Option<Instant>,
     /// Counted in the metrics (admin requests are not: scrapes would skew them).
     counted: bool,
 }
@@ -109,20 +114,26 @@ impl<'s> Exchange<'s> {
         request: RequestHead<'_>,
         counted: bool,
     ) -> Self {
-        let RequestHead { method, uri, version, headers } = request;
+        let RequestHead { method, uri, version, headers, txn } = request;
         if counted {
             metrics.enter();
         }
         let log = log.filter(|_| counted);
-        let facts = log.filter(|l| l.wants(uri.path())).map(|_| RequestFacts::of(method, uri, version, headers));
+        let facts =
+            log.filter(|l| l.wants(uri.path())).map(|_| Box::new(RequestFacts::of(method, uri, version, headers)));
+        let txn = match txn {
+            Some((gtxid, ltxid)) => TxnIds::of_fields(gtxid, ltxid, shard),
+            None => TxnIds::of_request(headers, shard),
+        };
         Exchange {
             metrics,
             log,
             started: Instant::now(),
             facts,
-            txn: TxnIds::of_request(headers, shard),
+            txn,
             slot: metrics.engine_slot(),
             busy: None,
+            answered: None,
             counted,
         }
     }
@@ -159,6 +170,11 @@ impl<'s> Exchange<'s> {
 }
 
 impl Exchange<'_> {
+    /// When the response was ready: when the handler returned, or now.
+    pub(crate) fn answered_at(&self) -> Instant {
+        self.answered.unwrap_or_else(Instant::now)
+    }
+
     /// False for admin requests, which are not counted, shed or logged.
     pub(crate) fn counted(&self) -> bool {
         self.counted
@@ -180,12 +196,15 @@ pub(crate) struct RequestHead<'a> {
     pub(crate) uri: &'a Uri,
     pub(crate) version: Version,
     pub(crate) headers: &'a HeaderMap,
+    /// The transaction id fields, when the parser already found them
+    /// (`None`: look them up in `headers`).
+    pub(crate) txn: Option<(Option<&'a HeaderValue>, Option<&'a HeaderValue>)>,
 }
 
 impl<'a> RequestHead<'a> {
     /// The head of `req`.
     pub(crate) fn of(req: &'a Request) -> Self {
-        RequestHead { method: req.method(), uri: req.uri(), version: req.version(), headers: req.headers() }
+        RequestHead { method: req.method(), uri: req.uri(), version: req.version(), headers: req.headers(), txn: None }
     }
 }
 

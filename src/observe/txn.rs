@@ -30,6 +30,8 @@ fn process_prefix() -> &'static str {
 thread_local! {
     /// Gtxids made on this thread (a shard) so far.
     static SEQUENCE: Cell<u64> = const { Cell::new(0) };
+    /// `<process>-<shard>-` for the shard on this thread, once written.
+    static LOCAL_PREFIX: std::cell::RefCell<(usize, Vec<u8>)> = const { std::cell::RefCell::new((usize::MAX, Vec::new())) };
 }
 
 /// A request's transaction ids (Skitai's gtxid and ltxid).
@@ -52,12 +54,16 @@ impl TxnIds {
     /// is the incoming `X-Ltxn-Id` + 1000 (1000 without one); otherwise a new
     /// gtxid is made on `shard` and the ltxid is 1000.
     pub(crate) fn of_request(headers: &HeaderMap, shard: usize) -> TxnIds {
-        let incoming = headers
-            .get(GTXN_HEADER)
+        TxnIds::of_fields(headers.get(GTXN_HEADER), headers.get(LTXN_HEADER), shard)
+    }
+
+    /// [`TxnIds::of_request`] from the two fields, already found.
+    pub(crate) fn of_fields(gtxid: Option<&HeaderValue>, ltxid: Option<&HeaderValue>, shard: usize) -> TxnIds {
+        let incoming = gtxid
             .filter(|v| !v.is_empty() && v.len() <= MAX_GTXID_LEN && v.as_bytes().iter().all(|b| b.is_ascii_graphic()));
         match incoming {
             Some(gtxid) => {
-                let caller = headers.get(LTXN_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+                let caller = ltxid.and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
                 let ltxid = caller.map_or(FIRST_LTXID, |n| n.saturating_add(FIRST_LTXID));
                 TxnIds { global: Global::Incoming(gtxid.clone()), ltxid }
             }
@@ -102,12 +108,16 @@ impl TxnIds {
         match &self.global {
             Global::Incoming(v) => out.extend_from_slice(v.as_bytes()),
             Global::Local { shard, sequence } => {
-                let mut n = itoa::Buffer::new();
-                out.extend_from_slice(process_prefix().as_bytes());
-                out.push(b'-');
-                out.extend_from_slice(n.format(*shard).as_bytes());
-                out.push(b'-');
-                out.extend_from_slice(n.format(*sequence).as_bytes());
+                LOCAL_PREFIX.with(|cell| {
+                    let mut prefix = cell.borrow_mut();
+                    if prefix.0 != *shard {
+                        prefix.1.clear();
+                        prefix.1.extend_from_slice(format!("{}-{shard}-", process_prefix()).as_bytes());
+                        prefix.0 = *shard;
+                    }
+                    out.extend_from_slice(&prefix.1);
+                });
+                out.extend_from_slice(itoa::Buffer::new().format(*sequence).as_bytes());
             }
         }
     }

@@ -7,6 +7,7 @@ use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::task::Waker;
+use std::time::Instant;
 
 use futures_util::FutureExt;
 use http::header::{HeaderValue, LOCATION, RETRY_AFTER};
@@ -275,6 +276,7 @@ impl ShardCtx {
             txn: txn.clone(),
             upstream_calls: 0,
             busy: std::time::Duration::ZERO,
+            answered: None,
         };
         Route::Handler(handler, cx, slot)
     }
@@ -286,19 +288,23 @@ impl ShardCtx {
         req: Request,
         cx: &mut Ctx,
         accept: Option<&HeaderValue>,
+        started: Instant,
     ) -> Response {
         // The time spent polling the handler is how long it kept the shard
         // busy: the load estimate's measure (waiting on I/O costs nothing).
+        // `started` (the request's start) stands for the first poll's start:
+        // one clock read less per request.
         let mut busy = std::time::Duration::ZERO;
-        let started = std::time::Instant::now();
+        let mut last = started;
         let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req, &mut *cx))) {
             Ok(future) => {
                 let mut future = std::pin::pin!(AssertUnwindSafe(future).catch_unwind());
-                let mut first = Some(started);
+                let mut first = true;
                 std::future::poll_fn(|task| {
-                    let t0 = first.take().unwrap_or_else(std::time::Instant::now);
+                    let t0 = if std::mem::take(&mut first) { started } else { Instant::now() };
                     let polled = future.as_mut().poll(task);
-                    busy += t0.elapsed();
+                    last = Instant::now();
+                    busy += last.saturating_duration_since(t0);
                     polled
                 })
                 .await
@@ -306,6 +312,7 @@ impl ShardCtx {
             Err(panic) => Err(panic),
         };
         cx.busy = busy;
+        cx.answered = Some(last);
         outcome.unwrap_or_else(|panic| {
             let message = panic_message(&*panic);
             tracing::debug!(shard = self.id, path = cx.full_path(), panic = %message, "handler panicked; answering 500");
@@ -417,8 +424,9 @@ impl ShardCtx {
                     if push {
                         cx.pushes = Some(Vec::new());
                     }
-                    let response = self.call(handler, req, &mut cx, accept).await;
+                    let response = self.call(handler, req, &mut cx, accept, exchange.started).await;
                     exchange.busy = Some(cx.busy);
+                    exchange.answered = cx.answered;
                     let pushes = cx.pushes.take().unwrap_or_default();
                     return Dispatched { response, pushes, websocket: cx.upgrade.0.take() };
                 }

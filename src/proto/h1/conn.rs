@@ -349,7 +349,7 @@ where
     /// only future awaited per request is the handler's own (boxed) one:
     /// nothing large is built and moved on each request.
     async fn handle_bodiless(&mut self, head: Head) -> Next {
-        let Head { mut request, keep_alive, accept, .. } = head;
+        let Head { mut request, keep_alive, accept, txn, .. } = head;
         let version = request.version();
         let http10 = version == Version::HTTP_10;
         let is_head = request.method() == Method::HEAD;
@@ -361,7 +361,8 @@ where
                 return Next::UpgradeH2c;
             }
         }
-        let mut exchange = shard.exchange(self.site, RequestHead::of(&request));
+        let found = Some((txn.0.as_ref(), txn.1.as_ref()));
+        let mut exchange = shard.exchange(self.site, RequestHead { txn: found, ..RequestHead::of(&request) });
         let mut from = 0;
         let response = match self.site {
             Site::Redirect => shard.https_redirect(&request),
@@ -373,12 +374,14 @@ where
                             Route::Respond(response) => break response,
                             Route::Handler(handler, mut cx, slot) => {
                                 exchange.slot = slot;
-                                let response =
-                                    flush_while_pending!(self, shard.call(handler, request, &mut cx, accept.as_ref()));
+                                let started = exchange.started;
+                                let answer = shard.call(handler, request, &mut cx, accept.as_ref(), started);
+                                let response = flush_while_pending!(self, answer);
                                 exchange.busy = Some(cx.busy);
+                                exchange.answered = cx.answered;
                                 if let Some(pending) = cx.upgrade.0.take() {
                                     if response.status() == StatusCode::SWITCHING_PROTOCOLS && !http10 {
-                                        let handled = Instant::now();
+                                        let handled = exchange.answered_at();
                                         self.respond(response, false, true, false).await;
                                         self.finish(exchange, version, 101, 0, 0, handled);
                                         self.websocket = Some(pending);
@@ -402,7 +405,7 @@ where
                 }
             }
         };
-        let handled = Instant::now();
+        let handled = exchange.answered_at();
         let status = response.status().as_u16();
         let keep_alive = keep_alive && !self.must_close(&response);
         let (next, sent) = self.respond(response, is_head, keep_alive, http10).await;
@@ -572,14 +575,15 @@ where
     /// the handler runs and the response is written, then taken back.
     async fn handle_with_body(&mut self, head: Head) -> Result<Next> {
         let limits = self.shard.limits;
-        let Head { mut request, framing, keep_alive, expect_continue, accept } = head;
+        let Head { mut request, framing, keep_alive, expect_continue, accept, txn } = head;
         let version = request.version();
         let http10 = version == Version::HTTP_10;
         let is_head = request.method() == Method::HEAD;
         let mut keep_alive = keep_alive;
 
         let shard = self.shard.clone();
-        let mut exchange = shard.exchange(self.site, RequestHead::of(&request));
+        let found = Some((txn.0.as_ref(), txn.1.as_ref()));
+        let mut exchange = shard.exchange(self.site, RequestHead { txn: found, ..RequestHead::of(&request) });
         if let Framing::Length(n) = framing {
             if n > limits.max_upload_size {
                 // Refused before a byte of the body is read (and before any 100).
@@ -619,7 +623,7 @@ where
         }
         keep_alive &= !self.must_close(&response);
 
-        let handled = Instant::now();
+        let handled = exchange.answered_at();
         let status = response.status().as_u16();
         let (next, sent) = self.respond(response, is_head, keep_alive, http10).await;
         self.side = slot.borrow_mut().take();

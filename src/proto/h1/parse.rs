@@ -43,6 +43,9 @@ pub(crate) struct Head {
     pub(crate) expect_continue: bool,
     /// The `Accept` field, kept for error pages.
     pub(crate) accept: Option<HeaderValue>,
+    /// The `X-Gtxn-Id` and `X-Ltxn-Id` fields (transaction ids), found in
+    /// the same pass, so no lookup is needed for them.
+    pub(crate) txn: (Option<HeaderValue>, Option<HeaderValue>),
 }
 
 fn bad(detail: &'static str) -> Error {
@@ -131,6 +134,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
     let head: Bytes = buf.split_to(head_len).freeze();
     let mut headers = HeaderMap::with_capacity(count);
     let mut accept = None;
+    let mut txn = (None, None);
     for (i, slot) in positions[..count].iter().enumerate() {
         // SAFETY: the loop above wrote positions[0..count], one per parsed field.
         let pos = unsafe { slot.assume_init_ref() };
@@ -139,6 +143,10 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
             .map_err(|_| bad("invalid header value"))?;
         if facts.accept == Some(i) {
             accept = Some(value.clone());
+        } else if facts.gtxn == Some(i) {
+            txn.0 = Some(value.clone());
+        } else if facts.ltxn == Some(i) {
+            txn.1 = Some(value.clone());
         }
         headers.append(name, value);
     }
@@ -153,7 +161,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
-    Ok(Some(Head { request, framing, keep_alive, expect_continue, accept }))
+    Ok(Some(Head { request, framing, keep_alive, expect_continue, accept, txn }))
 }
 
 /// Where a field's name and value sit in the head.
@@ -178,6 +186,9 @@ struct Facts {
     expect: Option<bool>,
     /// Index of the `Accept` field, for error pages.
     accept: Option<usize>,
+    /// Indexes of the first `X-Gtxn-Id` and `X-Ltxn-Id` fields.
+    gtxn: Option<usize>,
+    ltxn: Option<usize>,
 }
 
 /// The transfer codings seen so far.
@@ -207,6 +218,8 @@ impl Facts {
                 self.expect = Some(trim_ows(value).eq_ignore_ascii_case(b"100-continue"));
             }
             6 if name.eq_ignore_ascii_case(b"accept") => self.accept = Some(index),
+            9 if self.gtxn.is_none() && name.eq_ignore_ascii_case(b"x-gtxn-id") => self.gtxn = Some(index),
+            9 if self.ltxn.is_none() && name.eq_ignore_ascii_case(b"x-ltxn-id") => self.ltxn = Some(index),
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 for token in value.split(|&b| b == b',') {
                     let token = trim_ows(token);

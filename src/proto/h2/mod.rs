@@ -155,8 +155,13 @@ impl Stream {
         let is_head = parts.method == Method::HEAD;
 
         let shard = self.shard.clone();
-        let head =
-            RequestHead { method: &parts.method, uri: &parts.uri, version: Version::HTTP_2, headers: &parts.headers };
+        let head = RequestHead {
+            method: &parts.method,
+            uri: &parts.uri,
+            version: Version::HTTP_2,
+            headers: &parts.headers,
+            txn: None,
+        };
         let mut exchange = shard.exchange(Site::Main, head);
         let declared =
             parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -225,7 +230,7 @@ impl Stream {
                 self.push(&mut respond, &scheme, &authority, &path, &headers);
             }
         }
-        let handled = Instant::now();
+        let handled = exchange.answered_at();
         let status = response.status().as_u16();
         let sent = send(&mut respond, response, is_head).await;
         self.finish(exchange, status, received.get(), sent, handled);
