@@ -27,9 +27,18 @@ pub struct Cli {
     /// TCP port (0 picks a free one).
     #[arg(long, global = true)]
     pub port: Option<u16>,
-    /// Number of shards (0 = one per core).
+    /// Number of shards per worker (0 = one per core).
     #[arg(long, global = true)]
     pub shards: Option<usize>,
+    /// Worker processes (each runs the shards).
+    #[arg(long, global = true)]
+    pub workers: Option<usize>,
+    /// Data directory: pid file, daemon stderr, default logs (default ~/.skitai/<name>).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Run in the background (the same as `start`).
+    #[arg(short = 'd', long = "daemon", global = true)]
+    pub daemon: bool,
     /// Threads in the blocking pool.
     #[arg(long, global = true)]
     pub threads: Option<usize>,
@@ -61,6 +70,15 @@ pub enum Command {
     Run,
     /// Validate the configuration and exit.
     Check,
+    /// Start in the background (a daemon); returns once it serves.
+    Start,
+    /// Stop the running instance (graceful: waits for the drain).
+    Stop,
+    /// Stop the running instance, then start it in the background.
+    Restart,
+    /// Reload the running instance: new workers with the configuration read
+    /// again, the old ones drain (zero downtime).
+    Reload,
     /// Show whether the instance (`--name`, or the config's `name`) runs, and
     /// its shards and shared state; exit status 0 running, 3 stopped.
     Status {
@@ -85,6 +103,12 @@ impl Cli {
         }
         if let Some(v) = self.shards {
             s.shards = v;
+        }
+        if let Some(v) = self.workers {
+            s.workers = v;
+        }
+        if let Some(v) = &self.data_dir {
+            s.data_dir = Some(v.clone());
         }
         if let Some(v) = self.threads {
             s.threads = v;

@@ -338,7 +338,7 @@ both_drivers! {
     fn skitai_format(io) {
         let server = hello(io).config("[log]\noff = [\"/delay\", \"*.css\"]\n").start();
         let host = server.addr().to_string();
-        let pid = server.pid();
+        let pid = server.serving_pid();
 
         let (status, body) = curl_fetch(&[
             "-A", "observe-get/1",
@@ -564,7 +564,7 @@ both_drivers! {
         assert_eq!(v["token"], Value::Null);
         assert_eq!(v["referer"], "http://r.example/");
         assert_eq!(v["ltxid"], 1000);
-        local_gtxid(v["gtxid"].as_str().unwrap(), server.pid());
+        local_gtxid(v["gtxid"].as_str().unwrap(), server.serving_pid());
 
         let (status, _) = curl_fetch(&["--http2-prior-knowledge", &server.url("/v1/over-h2")]);
         assert_eq!(status, 200);
@@ -599,7 +599,7 @@ both_drivers! {
     /// naming the pid and the shard, unique across many requests and 2 shards.
     fn transaction_ids(io) {
         let server = hello(io).shards(2).start();
-        let pid = server.pid();
+        let pid = server.serving_pid();
 
         let v = txn(&server, "observe-txn-kept", &["X-Gtxn-Id: upstream-abc-1", "X-Ltxn-Id: 2001"]);
         assert_eq!(v["gtxid"], "upstream-abc-1", "{v}");
@@ -860,7 +860,7 @@ both_drivers! {
         let j = get_json(admin, "/metrics.json");
         assert_eq!(j["name"], "hello");
         assert_eq!(j["version"], env!("CARGO_PKG_VERSION"));
-        assert_eq!(j["pid"], server.pid());
+        assert_eq!(j["pid"], server.serving_pid());
         assert!(j["uptime_secs"].as_u64().is_some_and(|s| s < 3600), "{j}");
         assert_eq!(j["requests"], 12, "{j}");
         assert_eq!(j["shed"], 0, "{j}");

@@ -635,9 +635,10 @@ both_drivers! {
 }
 
 both_drivers! {
-    /// SIGHUP re-reads the certificate files: new handshakes get the new certificate,
-    /// a connection opened before keeps working, and none of ~200 handshakes made
-    /// while the reload happens fails.
+    /// SIGHUP starts new workers, which read the certificate files again: new
+    /// handshakes get the new certificate, a connection opened before is closed
+    /// cleanly by its draining worker (or answered, if its request came first),
+    /// and none of ~200 handshakes made while the reload happens fails.
     fn sighup_reload_under_load(io) {
         let pki = Pki::new();
         let (old, new, live) = pki.reloadable();
@@ -665,10 +666,18 @@ both_drivers! {
         assert!(f.num("old") >= 20, "handshakes before the reload got the old certificate:\n{}", f.text);
         assert!(f.num("new") >= 30, "handshakes after the reload got the new certificate:\n{}", f.text);
         f.expect("other", "0");
-        f.expect("sequence", "old,new");
+        // While both generations of workers accept (until the new ones all
+        // listen), handshakes may alternate; it starts old and ends new.
+        let sequence = f.get("sequence");
+        assert!(sequence.starts_with("old,") && sequence.ends_with(",new"), "{}", f.text);
         f.expect("persistent_cert", "old");
         f.expect("persistent_before", "HTTP/1.1 200 OK");
-        f.expect("persistent_after", "HTTP/1.1 200 OK");
+        let after = f.get("persistent_after");
+        assert!(
+            after == "HTTP/1.1 200 OK" || after.contains("closed before the response head: b''"),
+            "the connection opened before the reload was neither answered nor closed cleanly:\n{}",
+            f.text
+        );
 
         assert_eq!(served_cn(server.addr(), None), "new.localhost");
         let r = https_get(&server, "/", "--http2");
@@ -711,7 +720,9 @@ both_drivers! {
             server.stderr()
         );
         assert_eq!(served_cn(server.addr(), None), "new.localhost");
-        assert!(server.stderr().lines().any(|l| l.contains("not reloaded") && l.contains("live.crt")), "{}", server.stderr());
+        // The new worker names the file it could not use; the master says nothing changed.
+        assert!(server.stderr().lines().any(|l| l.contains("live.crt") && l.contains("no certificate")), "{}", server.stderr());
+        assert!(server.stderr().contains("not reloaded"), "{}", server.stderr());
     }
 }
 

@@ -20,6 +20,8 @@ use crate::error::{Error, Result};
 pub const DEFAULT_PORT: u16 = 5000;
 /// Default listen backlog per shard listener, as in Skitai.
 pub const DEFAULT_BACKLOG: u32 = 2048;
+/// Most worker processes accepted.
+pub const MAX_WORKERS: usize = 64;
 /// Default size of the blocking thread pool.
 pub const DEFAULT_THREADS: usize = 4;
 /// Idle keep-alive timeout in seconds (Skitai's `set_keep_alive`).
@@ -120,8 +122,8 @@ pub struct LogConfig {
     /// Directory of the log files `request.log`, `server.log` and `app.log`.
     /// Unset (and `file_logging` off): the console, when in the foreground.
     pub path: Option<PathBuf>,
-    /// Skitai's `enable_file_logging`: log files in `~/.skitai/<name>/log/`
-    /// (when `path` is unset).
+    /// Skitai's `enable_file_logging`: log files in `log/` under the data
+    /// directory (`~/.skitai/<name>/log/`; when `path` is unset).
     pub file_logging: bool,
     /// Level of the server and app logs: `error`, `warn`, `info`, `debug`,
     /// `trace`, or a `RUST_LOG`-style filter. `RUST_LOG` wins; `--devel` is
@@ -146,15 +148,13 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
-    /// The directory the log files go to, if they go to files.
-    pub fn directory(&self, name: &str) -> Option<PathBuf> {
+    /// The directory the log files go to, if they go to files (`data_dir`:
+    /// the instance's data directory, for `file_logging`).
+    pub fn directory(&self, data_dir: &Path) -> Option<PathBuf> {
         if let Some(path) = &self.path {
             return Some(path.clone());
         }
-        self.file_logging.then(|| {
-            let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
-            home.join(".skitai").join(name).join("log")
-        })
+        self.file_logging.then(|| data_dir.join("log"))
     }
 }
 
@@ -369,8 +369,13 @@ pub struct ServerConfig {
     pub address: Vec<IpAddr>,
     /// TCP port; 0 picks a free one (all shards share it).
     pub port: u16,
-    /// Number of shards; 0 means one per available core.
+    /// Number of shards per worker process; 0 means one per available core.
     pub shards: usize,
+    /// Worker processes the master runs (each runs the shards).
+    pub workers: usize,
+    /// Where the pid file, the daemon's stderr file and the default log
+    /// directory live (default `~/.skitai/<name>/`).
+    pub data_dir: Option<PathBuf>,
     /// Threads in the blocking pool.
     pub threads: usize,
     /// I/O driver choice.
@@ -414,6 +419,8 @@ impl Default for ServerConfig {
             address: vec![IpAddr::from([0, 0, 0, 0])],
             port: DEFAULT_PORT,
             shards: 0,
+            workers: 1,
+            data_dir: None,
             threads: DEFAULT_THREADS,
             io: IoMode::Auto,
             backlog: DEFAULT_BACKLOG,
@@ -492,6 +499,9 @@ impl Config {
         }
         if let Some(dup) = s.address.iter().enumerate().find_map(|(i, a)| s.address[..i].contains(a).then_some(a)) {
             return Err(Error::config("server.address", format!("{dup} is listed twice")));
+        }
+        if !(1..=MAX_WORKERS).contains(&s.workers) {
+            return Err(Error::config("server.workers", format!("must be between 1 and {MAX_WORKERS}")));
         }
         if s.threads == 0 {
             return Err(Error::config("server.threads", "must be at least 1"));
@@ -607,6 +617,22 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The instance's data directory: pid file, daemon stderr, default logs.
+    pub fn data_dir(&self) -> PathBuf {
+        match &self.server.data_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+                home.join(".skitai").join(&self.name)
+            }
+        }
+    }
+
+    /// The pid file of the instance's master (Skitai's `.<name>.pid`).
+    pub fn pid_file(&self) -> PathBuf {
+        self.data_dir().join(format!(".{}.pid", self.name))
     }
 
     /// The number of shards to run: the configured one, or one per available core.

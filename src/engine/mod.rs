@@ -1,5 +1,8 @@
 //! The engine: the builder an embedding program uses, start-up, and shutdown.
 
+mod daemon;
+mod listeners;
+mod master;
 mod privileges;
 mod server;
 mod signals;
@@ -265,9 +268,14 @@ impl Engine {
     fn run_cli(self, cli: Cli) -> Result<()> {
         let config = self.load_config(&cli)?;
         // Colours only for a terminal, never into log files.
-        let ansi = config.log.directory(&config.name).is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let ansi =
+            config.log.directory(&config.data_dir()).is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
         init_logging(&config.log.level, cli.devel, cli.silent, ansi);
         install_panic_hook();
+        if let Some(index) = std::env::var(master::WORKER_ENV).ok().and_then(|v| v.parse::<usize>().ok()) {
+            return self.run_worker(config, &cli, index);
+        }
+        let daemonized = std::env::var_os(daemon::DAEMON_ENV).is_some();
         match cli.command.unwrap_or(Command::Run) {
             Command::Check => {
                 self.resolve_mounts(&config)?;
@@ -283,14 +291,46 @@ impl Engine {
                 let code = status::print(&config, json);
                 std::process::exit(code)
             }
-            Command::Run => {
-                let devel = cli.devel;
-                let caught = signals::register()?;
-                let server = self.serve_with(config, devel, !cli.silent)?;
-                signals::install(caught, server.shutdown_handle(), server.reload_handle(), server.state())?;
-                server.wait()
+            Command::Stop => exit_with(daemon::stop(&config)?),
+            Command::Reload => exit_with(daemon::reload(&config)?),
+            Command::Restart if !daemonized => {
+                let stopped = daemon::stop(&config)?;
+                if stopped != 0 {
+                    exit_with(stopped)?;
+                }
+                exit_with(daemon::start(&config)?)
+            }
+            Command::Start if !daemonized => exit_with(daemon::start(&config)?),
+            Command::Run if cli.daemon && !daemonized => exit_with(daemon::start(&config)?),
+            Command::Run | Command::Start | Command::Restart => {
+                master::set_title(&config);
+                self.resolve_mounts(&config)?;
+                self.registrations.check(&config)?;
+                exit_with(master::run(config, self.registrations)?)
             }
         }
+    }
+
+    /// Runs as worker `index` of a master: the shards, on the listeners the
+    /// master passed; tells the master once they listen.
+    fn run_worker(self, config: Config, cli: &Cli, index: usize) -> Result<()> {
+        let shards = config.shard_count();
+        let text = std::env::var(listeners::LISTEN_ENV).unwrap_or_default();
+        let bound = listeners::Bound::inherited(&text, shards)?;
+        let console = !cli.silent && std::env::var_os(daemon::DAEMON_ENV).is_none();
+        let caught = signals::register()?;
+        let mounts = self.resolve_mounts(&config)?;
+        let program = Program { mounts, registrations: self.registrations, subscribers: self.subscribers };
+        let launch = server::Launch { listeners: Some(bound), worker: Some(index), console };
+        let server = Server::start(&config, program, cli.devel, launch)?;
+        signals::install(caught, server.shutdown_handle(), server.reload_handle(), server.state())?;
+        let master = std::env::var(master::MASTER_PID_ENV).ok().and_then(|v| v.parse::<u32>().ok());
+        if master.is_some_and(|pid| !master::rearm_parent_death(pid)) {
+            tracing::warn!("worker #{index}: the master is gone; stopping");
+            server.shutdown_handle().shutdown();
+        }
+        master::notify_ready_from_env();
+        server.wait()
     }
 
     /// Resolves the configuration: the program's settings, then the file, then the flags.
@@ -319,7 +359,7 @@ impl Engine {
     fn serve_with(self, config: Config, devel: bool, console: bool) -> Result<Server> {
         let mounts = self.resolve_mounts(&config)?;
         let program = Program { mounts, registrations: self.registrations, subscribers: self.subscribers };
-        Server::start(&config, program, devel, console)
+        Server::start(&config, program, devel, server::Launch { console, ..Default::default() })
     }
 
     /// Every mount as a (prefix, what answers) pair; names, directories and
@@ -365,6 +405,14 @@ impl Engine {
         }
         Ok(resolved)
     }
+}
+
+/// Ends the process with `code` unless it is 0 (a command's exit status).
+fn exit_with(code: i32) -> Result<()> {
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
 }
 
 /// Opens a static directory for mounting; the error names the mount's key.

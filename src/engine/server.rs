@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, unbounded};
 use monoio::blocking::DefaultThreadPool;
 
+use super::listeners::Bound;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mount::{MountSpec, ShardInfo};
-use crate::net::bind_shard_listeners;
 use crate::net::tls::{self, TlsCerts};
 use crate::observe::RequestLog;
 use crate::observe::access_log::LogOff;
@@ -26,6 +26,17 @@ use crate::state::{Registrations, SharedState};
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 /// How long shards get to exit after the shutdown deadline sent them `Stop`.
 const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// How a server starts: where its listeners come from, and where its request log may go.
+#[derive(Debug, Default)]
+pub(crate) struct Launch {
+    /// Listeners bound already (by a master); `None` binds them here.
+    pub(crate) listeners: Option<Bound>,
+    /// This process is worker number N of a master (attach to its state file).
+    pub(crate) worker: Option<usize>,
+    /// The request log may go to standard output (a foreground server).
+    pub(crate) console: bool,
+}
 
 /// What the program adds to the configuration: mounts, shared-state names,
 /// broadcast subscribers.
@@ -69,31 +80,6 @@ impl ReloadHandle {
             None => Ok(()),
         }
     }
-}
-
-/// Binds `count` listeners (one per shard) on `port` for every configured
-/// address, for `role`; with port 0 the first bind picks the port and the
-/// other addresses reuse it. Errors name `key`. Returns the bound addresses.
-fn bind_role(
-    config: &Config,
-    port: u16,
-    role: ListenerRole,
-    key: &str,
-    count: usize,
-    per_address: &mut Vec<std::vec::IntoIter<(std::net::TcpListener, ListenerRole)>>,
-) -> Result<Vec<SocketAddr>> {
-    let s = &config.server;
-    let mut port = port;
-    let mut bound = Vec::with_capacity(s.address.len());
-    for &ip in &s.address {
-        let listeners = bind_shard_listeners(SocketAddr::new(ip, port), s.backlog, count)
-            .map_err(|e| Error::new(ErrorKind::Config, format!("{key}: {e}")))?;
-        let actual = listeners[0].local_addr().map_err(Error::from)?;
-        port = actual.port();
-        bound.push(actual);
-        per_address.push(listeners.into_iter().map(|l| (l, role)).collect::<Vec<_>>().into_iter());
-    }
-    Ok(bound)
 }
 
 /// The protocols every shard speaks, from the configuration: TLS (with the
@@ -163,41 +149,38 @@ fn raise_nofile_limit() {
 }
 
 impl Server {
-    /// Binds the listeners and starts one shard thread per configured shard.
-    pub(crate) fn start(config: &Config, program: Program, devel: bool, console: bool) -> Result<Server> {
+    /// Binds the listeners (or takes the ones a master passed, as worker
+    /// `launch.worker`) and starts one shard thread per configured shard.
+    pub(crate) fn start(config: &Config, program: Program, devel: bool, launch: Launch) -> Result<Server> {
         raise_nofile_limit();
-        let (request_log, log_thread) = start_logs(config, console)?;
+        let (request_log, log_thread) = start_logs(config, launch.console)?;
         let count = config.shard_count();
         let s = &config.server;
         // First, so a second instance of the same name stops here, before
         // its SO_REUSEPORT listeners could take connections from the first.
-        let state = SharedState::create(config, &program.registrations, count)?;
+        // A worker attaches to the file its master created.
+        let state = match launch.worker {
+            Some(worker) => SharedState::attach(config, &program.registrations, count, worker)?,
+            None => SharedState::create(config, &program.registrations, count)?,
+        };
         // Every shard gets its own listener on every address (and redirect port).
-        let mut per_address = Vec::with_capacity(s.address.len());
-        let local_addrs =
-            bind_role(config, s.port, ListenerRole::Main, "server.address/port", count, &mut per_address)?;
+        let bound = match launch.listeners {
+            Some(bound) => bound,
+            None => Bound::bind(config, count)?,
+        };
+        let local_addrs = bound.addrs(ListenerRole::Main);
+        let redirect_addrs = bound.addrs(ListenerRole::RedirectToHttps);
+        let admin_addr = bound.addrs(ListenerRole::Admin).first().copied();
+        let mut per_address: Vec<_> = bound
+            .groups
+            .into_iter()
+            .map(|(role, listeners)| listeners.into_iter().map(|l| (l, role)).collect::<Vec<_>>().into_iter())
+            .collect();
         let port = local_addrs[0].port();
         let (protocols, tls_certs) = build_protocols(config, port)?;
-        let redirect_addrs = match config.tls.as_ref().and_then(|t| t.forward_port) {
-            Some(forward) => {
-                bind_role(config, forward, ListenerRole::RedirectToHttps, "tls.forward_port", count, &mut per_address)?
-            }
-            None => Vec::new(),
-        };
         let started = std::time::SystemTime::now();
         let admin_factory: Arc<dyn crate::mount::HandlerFactory> =
             Arc::new(AdminFactory { name: config.name.clone(), started });
-        let admin_addr = match config.admin.port {
-            Some(port) => {
-                let listeners = bind_shard_listeners(SocketAddr::new(config.admin.address, port), s.backlog, count)
-                    .map_err(|e| Error::new(ErrorKind::Config, format!("admin.address/port: {e}")))?;
-                let addr = listeners[0].local_addr().map_err(Error::from)?;
-                per_address
-                    .push(listeners.into_iter().map(|l| (l, ListenerRole::Admin)).collect::<Vec<_>>().into_iter());
-                Some(addr)
-            }
-            None => None,
-        };
         let mut program = program;
         if let Some(point) = &config.admin.mount {
             program.mounts.push((point.clone(), MountSpec::Handler(admin_factory.clone())));
@@ -388,7 +371,7 @@ type StartedLogs = (Option<Arc<RequestLog>>, Option<LogThread>);
 /// thread, unless it is off or has nowhere to go (no files, no console).
 fn start_logs(config: &Config, console: bool) -> Result<StartedLogs> {
     let log = &config.log;
-    let dir = log.directory(&config.name);
+    let dir = log.directory(&config.data_dir());
     let key = if log.path.is_some() { "log.path" } else { "log.file_logging" };
     let open = |file: &str, also_console: bool| -> Result<Arc<Output>> {
         let dir = dir.as_ref().expect("called only with a directory");

@@ -99,6 +99,8 @@ struct Inbox {
 pub(crate) struct Bus {
     inboxes: Box<[Inbox]>,
     stats: Arc<StateFile>,
+    /// The state-file line of shard 0 (a worker process's shards start further on).
+    first_line: usize,
 }
 
 impl std::fmt::Debug for Bus {
@@ -120,7 +122,13 @@ impl Bus {
                 senders: AtomicUsize::new(0),
             })
             .collect();
-        Bus { inboxes, stats }
+        Bus { inboxes, stats, first_line: 0 }
+    }
+
+    /// The same bus counting into the state-file lines from `first_line` on.
+    pub(crate) fn with_first_line(mut self, first_line: usize) -> Bus {
+        self.first_line = first_line;
+        self
     }
 
     /// Number of shards.
@@ -231,13 +239,15 @@ impl Bus {
 
     /// Adds one to the counter at `field` of `shard`'s line in the state file.
     fn count(&self, shard: usize, field: usize) {
-        self.stats.u64_at(self.stats.layout().shard_line(shard) + field).fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .u64_at(self.stats.layout().shard_line(self.first_line + shard) + field)
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// The counter at `field` of `shard`'s line (tests).
     #[cfg(test)]
     fn counter(&self, shard: usize, field: usize) -> u64 {
-        self.stats.u64_at(self.stats.layout().shard_line(shard) + field).load(Ordering::Relaxed)
+        self.stats.u64_at(self.stats.layout().shard_line(self.first_line + shard) + field).load(Ordering::Relaxed)
     }
 }
 

@@ -173,8 +173,12 @@ impl ShardCtx {
         }
     }
 
-    /// Starts draining: idle connections are shut for reading so their
-    /// pending read ends now; busy ones close after their current response.
+    /// Starts draining: busy connections close after their current
+    /// response (which says `Connection: close`), HTTP/2 connections send
+    /// GOAWAY. Idle keep-alive connections are left a moment
+    /// ([`Self::shut_idle`] comes later), so a client that sends its next
+    /// request right now gets an answer with `Connection: close` instead of
+    /// a connection closed under it.
     pub(crate) fn start_drain(&self) {
         self.draining.set(true);
         self.services.metrics.set_draining();
@@ -182,6 +186,13 @@ impl ShardCtx {
             if let Some(waker) = entry.drain_waker.take() {
                 waker.wake();
             }
+        }
+    }
+
+    /// Shuts the connections still idle for reading: their pending read ends
+    /// with EOF and they close.
+    pub(crate) fn shut_idle(&self) {
+        for (_, entry) in self.conns.borrow().iter() {
             // An entry without a socket (a WebSocket on an HTTP/2 stream) has fd -1.
             if entry.idle && entry.fd >= 0 {
                 // SAFETY: the fd belongs to a connection that is still

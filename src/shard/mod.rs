@@ -32,6 +32,11 @@ use crate::observe::{LOG_FLUSH_EVERY, RequestLog, ShardLog};
 use crate::proto::ListenerRole;
 use crate::state::{Driver, SharedState};
 
+/// How long idle keep-alive connections stay open once draining starts: a
+/// request that arrives meanwhile is answered (with `Connection: close`)
+/// instead of meeting a connection closed under it.
+pub(crate) const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(500);
+
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin the shard.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -93,9 +98,8 @@ impl Drop for ShardExit {
 
 /// Records shard `id`'s driver in the state file (for `skitai status`).
 fn set_driver(state: &SharedState, id: usize, driver: Driver) {
-    let file = state.file();
-    let line = file.layout().shard_line(id);
-    file.u32_at(line + crate::state::layout::shard::DRIVER).store(driver as u32, Ordering::Relaxed);
+    let line = state.shard_line(id);
+    state.file().u32_at(line + crate::state::layout::shard::DRIVER).store(driver as u32, Ordering::Relaxed);
 }
 
 fn run_shard(plan: ShardPlan) -> Result<(), String> {
@@ -166,25 +170,28 @@ async fn shard_main(ctx: Rc<ShardCtx>, listeners: Vec<(StdTcpListener, ListenerR
         if role == ListenerRole::Admin {
             // The admin listener stays open while the shard drains, so
             // `/readyz` can say so; it closes when the shard's runtime ends.
-            monoio::spawn(accept_loop(listener, role, ctx.clone()));
+            monoio::spawn(accept_loop(listener, role, ctx.clone(), false));
         } else {
-            accepting.push(accept_loop(listener, role, ctx.clone()));
+            accepting.push(accept_loop(listener, role, ctx.clone(), true));
         }
     }
     monoio::spawn(bus_loop(ctx.clone()));
     if ctx.services().log.is_some() {
         monoio::spawn(log_flush_loop(ctx.clone()));
     }
-    let accept_all = join_all(accepting);
-    let control = match select(std::pin::pin!(accept_all), std::pin::pin!(ctx.control_requested())).await {
-        Either::Left(..) => return Err(format!("shard {}: all listeners failed", ctx.id)),
-        Either::Right((control, _)) => control,
-    };
-    // Dropping the accept loops closed this shard's listeners.
+    // The accept loops end when a control message (drain, stop) comes;
+    // ending, they close this shard's listeners.
+    join_all(accepting).await;
+    let control = ctx.control_requested().await;
     if control == Control::Drain {
         let open = ctx.open_connections();
         tracing::debug!(shard = ctx.id, open, "draining");
         ctx.start_drain();
+        let idle = ctx.clone();
+        monoio::spawn(async move {
+            monoio::time::sleep(DRAIN_IDLE_GRACE).await;
+            idle.shut_idle();
+        });
         select(std::pin::pin!(ctx.all_closed()), std::pin::pin!(ctx.stop_requested())).await;
     }
     // Refuse new messages, then run what was already queued.
@@ -253,28 +260,32 @@ async fn yield_now() {
     .await
 }
 
-async fn accept_loop(listener: TcpListener, role: ListenerRole, ctx: Rc<ShardCtx>) {
+/// Accepts connections on `listener` and serves each in a task of its own;
+/// with `until_control`, until a control message (drain, stop) comes. Then
+/// the accept in flight is cancelled and awaited: on io_uring it may have
+/// taken a connection already, which is served rather than dropped (a
+/// reload would otherwise reset it).
+async fn accept_loop(listener: TcpListener, role: ListenerRole, ctx: Rc<ShardCtx>, until_control: bool) {
+    let canceller = monoio::io::Canceller::new();
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                // The admin listener is never refused: health checks must answer under load.
-                if role != ListenerRole::Admin && ctx.open_connections() >= ctx.limits.max_connections {
-                    refuse_connection(stream, role, &ctx);
-                    continue;
-                }
-                let _ = stream.set_nodelay(true);
-                let key = ctx.register(stream.as_raw_fd());
-                let ctx = ctx.clone();
-                monoio::spawn(async move {
-                    let served = AssertUnwindSafe(crate::proto::serve_connection(stream, peer, ctx.clone(), key, role))
-                        .catch_unwind()
-                        .await;
-                    if served.is_err() {
-                        tracing::error!(shard = ctx.id, %peer, "connection task panicked; connection dropped");
+        let accept = listener.cancelable_accept(canceller.handle());
+        let accepted = if until_control {
+            let mut accept = std::pin::pin!(accept);
+            match select(accept.as_mut(), std::pin::pin!(ctx.control_requested())).await {
+                Either::Left((accepted, _)) => accepted,
+                Either::Right(_) => {
+                    let _ = canceller.cancel();
+                    if let Ok((stream, peer)) = accept.await {
+                        serve_accepted(stream, peer, role, &ctx);
                     }
-                    ctx.unregister(key);
-                });
+                    return;
+                }
             }
+        } else {
+            accept.await
+        };
+        match accepted {
+            Ok((stream, peer)) => serve_accepted(stream, peer, role, &ctx),
             Err(e) => {
                 ctx.services().metrics.count_accept_error();
                 tracing::warn!(shard = ctx.id, error = %e, "accept failed");
@@ -282,6 +293,26 @@ async fn accept_loop(listener: TcpListener, role: ListenerRole, ctx: Rc<ShardCtx
             }
         }
     }
+}
+
+/// Serves an accepted connection in a task of its own (or refuses it over `max_connections`).
+fn serve_accepted(stream: monoio::net::TcpStream, peer: std::net::SocketAddr, role: ListenerRole, ctx: &Rc<ShardCtx>) {
+    // The admin listener is never refused: health checks must answer under load.
+    if role != ListenerRole::Admin && ctx.open_connections() >= ctx.limits.max_connections {
+        refuse_connection(stream, role, ctx);
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let key = ctx.register(stream.as_raw_fd());
+    let ctx = ctx.clone();
+    monoio::spawn(async move {
+        let served =
+            AssertUnwindSafe(crate::proto::serve_connection(stream, peer, ctx.clone(), key, role)).catch_unwind().await;
+        if served.is_err() {
+            tracing::error!(shard = ctx.id, %peer, "connection task panicked; connection dropped");
+        }
+        ctx.unregister(key);
+    });
 }
 
 /// The answer to a connection over the shard's `max_connections`.

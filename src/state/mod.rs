@@ -101,6 +101,8 @@ struct Inner {
     states: Names,
     cache_keys: Names,
     bus: Arc<Bus>,
+    /// The first shard line of this process (workers after the first start further on).
+    first_line: usize,
 }
 
 impl std::fmt::Debug for SharedState {
@@ -168,7 +170,54 @@ impl SharedState {
         })?;
         let file = Arc::new(file);
         let bus = Arc::new(Bus::new(shards, st.bus_capacity, file.clone()));
-        Ok(SharedState { inner: Arc::new(Inner { file, states, cache_keys, bus }) })
+        Ok(SharedState { inner: Arc::new(Inner { file, states, cache_keys, bus, first_line: 0 }) })
+    }
+
+    /// Attaches to the state file of this instance's master process, as
+    /// worker `worker` of its `shards` shards each: its shards use the lines
+    /// from `worker * shards` on. The names must be those the file holds
+    /// (a changed `[state]` needs a restart, not a reload).
+    pub(crate) fn attach(
+        config: &Config,
+        program: &Registrations,
+        shards: usize,
+        worker: usize,
+    ) -> Result<SharedState> {
+        let (states, cache_keys) = program.names(config)?;
+        let path = state_file_path(config);
+        let file = StateFile::attach(&path).map_err(|e| Error::config("state.dir", e))?;
+        let layout = file.layout();
+        let first_line = worker * shards;
+        if first_line + shards > layout.shards {
+            return Err(Error::config(
+                "server.workers",
+                format!(
+                    "the state file has {} shard lines; worker {worker} needs {first_line}..{}",
+                    layout.shards,
+                    first_line + shards
+                ),
+            ));
+        }
+        let same = |names: &Names, at: fn(&Layout, usize) -> usize| {
+            names.slots.iter().enumerate().all(|(i, n)| file.string_at(at(&layout, i), layout::MAX_NAME_LEN) == **n)
+        };
+        if layout.slots != config.state.slots
+            || !same(&states, Layout::state_name)
+            || !same(&cache_keys, Layout::cache_key_name)
+        {
+            return Err(Error::config(
+                "state",
+                "the state names or slots changed since start-up: restart to change them",
+            ));
+        }
+        let file = Arc::new(file);
+        let bus = Arc::new(Bus::new(shards, config.state.bus_capacity, file.clone()).with_first_line(first_line));
+        Ok(SharedState { inner: Arc::new(Inner { file, states, cache_keys, bus, first_line }) })
+    }
+
+    /// The state-file line of this process's shard `shard`.
+    pub(crate) fn shard_line(&self, shard: usize) -> usize {
+        self.inner.file.layout().shard_line(self.inner.first_line + shard)
     }
 
     /// The bus this state's events travel on.

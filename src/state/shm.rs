@@ -195,6 +195,34 @@ impl StateFile {
         Ok(state)
     }
 
+    /// Maps the file of the running instance read-write without owning it
+    /// (a worker process attaching to its master's file): the header must
+    /// be valid and the file locked by its creator.
+    pub(crate) fn attach(path: &Path) -> Result<StateFile, OpenError> {
+        let reader = StateFile::open_read_only(path)?;
+        if !reader.is_locked() {
+            return Err(OpenError::Invalid { path: path.to_owned(), why: "no running instance holds it" });
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY)
+            .open(path)
+            .map_err(|source| OpenError::Io { path: path.to_owned(), source })?;
+        let mapping = MmapRaw::map_raw(&file).map_err(|source| OpenError::Io { path: path.to_owned(), source })?;
+        if mapping.len() != reader.len() {
+            return Err(OpenError::Invalid { path: path.to_owned(), why: "it changed size while being attached" });
+        }
+        Ok(StateFile {
+            mapping,
+            layout: reader.layout,
+            path: path.to_owned(),
+            file,
+            owner: false,
+            removed: AtomicBool::new(false),
+        })
+    }
+
     /// The layout of this file.
     pub(crate) fn layout(&self) -> Layout {
         self.layout

@@ -405,6 +405,18 @@ impl Server {
         self.child.id()
     }
 
+    /// The pids of the master's worker processes (its children).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        children_of(self.pid())
+    }
+
+    /// The pid of the one worker process, which serves (gtxids and metrics name it).
+    pub fn serving_pid(&self) -> u32 {
+        let workers = self.worker_pids();
+        assert_eq!(workers.len(), 1, "expected one worker process under master {}: {workers:?}", self.pid());
+        workers[0]
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.get()
     }
@@ -981,4 +993,22 @@ pub fn py_probe(python: &str, script: &str, args: &[String], timeout: Duration) 
         String::from_utf8_lossy(&out.stderr)
     );
     Findings::parse(format!("# {script} {}\n{stdout}", args.join(" ").replace('=', ":")))
+}
+
+/// The pids of the processes whose parent is `parent` (from /proc).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // Fields after the parenthesised command: state, ppid, ...
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        if fields.next().and_then(|p| p.parse::<u32>().ok()) == Some(parent) && state != "Z" {
+            pids.push(pid);
+        }
+    }
+    pids.sort_unstable();
+    pids
 }

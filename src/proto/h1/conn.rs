@@ -29,7 +29,7 @@ use crate::net::{Cork, Sent, ZeroCopyWrite, send_file};
 use crate::observe::{Exchange, Finished, RequestHead};
 use crate::proto::Deadline;
 use crate::proto::ws::conn::{H1Read, H1Write};
-use crate::shard::{Route, ShardCtx, Site};
+use crate::shard::{DRAIN_IDLE_GRACE, Route, ShardCtx, Site};
 
 /// Capacity of a connection's read buffer for request heads; grows up to the head limit.
 const READ_BUF_SIZE: usize = 4 * 1024;
@@ -307,17 +307,24 @@ where
 
             let side = self.side.as_mut().expect("read side present between requests");
             let timeout = if side.buf.is_empty() {
-                // A new admin connection is still answered (`/readyz` says "draining").
-                if self.shard.draining() && !(first_request && self.site == Site::Admin) {
-                    return Ok(());
-                }
                 if side.buf.capacity() > MAX_IDLE_READ_BUF {
                     side.buf = BytesMut::with_capacity(READ_BUF_SIZE);
                 }
                 if self.out.capacity() > MAX_IDLE_WRITE_BUF {
                     self.out = BytesMut::new();
                 }
-                if first_request { limits.header_timeout } else { limits.keep_alive }
+                if self.shard.draining() {
+                    // The client may have sent its next request before it saw
+                    // that we drain: wait a moment for it and answer it (with
+                    // `Connection: close`) rather than reset the connection
+                    // under it. (A new admin connection is answered too:
+                    // `/readyz` says "draining".)
+                    DRAIN_IDLE_GRACE
+                } else if first_request {
+                    limits.header_timeout
+                } else {
+                    limits.keep_alive
+                }
             } else {
                 let started = *head_started.get_or_insert_with(Instant::now);
                 limits.header_timeout.saturating_sub(started.elapsed())
@@ -337,6 +344,8 @@ where
                     self.write_error(&Error::new(ErrorKind::Timeout, "request head timed out"), None, Version::HTTP_11);
                     return self.flush_and_close().await;
                 }
+                // An idle connection whose time is up (keep-alive, or a drain's grace) just closes.
+                Err(e) if e.kind() == ErrorKind::Timeout => return Ok(()),
                 Err(e) => return Err(e),
             }
         }
