@@ -79,6 +79,19 @@ pub enum Command {
     /// Reload the running instance: new workers with the configuration read
     /// again, the old ones drain (zero downtime).
     Reload,
+    /// Write a systemd unit for this instance (`Type=notify`, reload by
+    /// SIGHUP, restart on failure) with the current command line.
+    Install {
+        /// A user unit (`~/.config/systemd/user`) instead of a system one.
+        #[arg(long)]
+        user_unit: bool,
+    },
+    /// Delete the systemd unit `install` wrote.
+    Remove {
+        /// The user unit instead of the system one.
+        #[arg(long)]
+        user_unit: bool,
+    },
     /// Show whether the instance (`--name`, or the config's `name`) runs, and
     /// its shards and shared state; exit status 0 running, 3 stopped.
     Status {

@@ -197,3 +197,98 @@ fn daemon_start_status_reload_stop_restart() {
     let (code, _) = hello_command(&with("stop"));
     assert_eq!(code, 0);
 }
+
+#[test]
+fn install_writes_a_notify_unit_and_remove_deletes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out =
+            Command::new(hello_bin()).args(args).env("SKITAI_SYSTEMD_DIR", dir.path()).output().expect("hello runs");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let (code, text) = run(&["install", "--name", "shop", "--port", "8080", "--workers", "2"]);
+    assert_eq!(code, 0, "{text}");
+    let unit = dir.path().join("shop.service");
+    let content = std::fs::read_to_string(&unit).unwrap();
+    for line in
+        ["Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure", "WantedBy=multi-user.target"]
+    {
+        assert!(content.lines().any(|l| l == line), "no {line:?} in\n{content}");
+    }
+    let exec = content.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+    assert!(exec.ends_with("--name shop --port 8080 --workers 2"), "{exec}");
+    assert!(!exec.contains("install"), "{exec}");
+    let (code, text) = run(&["remove", "--name", "shop"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(!unit.exists());
+}
+
+/// Receives the master's sd_notify datagrams on a socket of our own.
+#[test]
+fn master_notifies_systemd_ready_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut server = hello(Io::Epoll).env("NOTIFY_SOCKET", path.to_str().unwrap()).start();
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = recv();
+    assert!(ready.starts_with("READY=1\nMAINPID="), "{ready}");
+    assert!(ready.contains(&format!("MAINPID={}", server.pid())), "{ready}");
+    server.signal(libc::SIGHUP);
+    let reloading = recv();
+    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading}");
+    assert!(recv().starts_with("READY=1"));
+    server.signal(libc::SIGTERM);
+    assert!(recv().starts_with("STOPPING=1"));
+    assert_eq!(server.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()), Some(0));
+}
+
+/// Socket activation: a listener bound by "systemd" (here, the test) is
+/// passed as fd 3 with LISTEN_FDS=1 and LISTEN_PID set to the server's pid;
+/// the server serves on it instead of binding its own port.
+#[test]
+fn socket_activation_serves_on_the_passed_socket() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    let mut command = Command::new("sh");
+    // `exec` keeps the shell's pid, which `$$` names.
+    command
+        .arg("-c")
+        .arg(format!("LISTEN_PID=$$ LISTEN_FDS=1 exec {} --port 0 --shards 2 --name activated", hello_bin().display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: dup2 between fork and exec is async-signal-safe; fd is open.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().unwrap();
+    drop(listener);
+    let ok = eventually(Duration::from_secs(15), || {
+        std::process::Command::new("curl")
+            .args(["-s", "--max-time", "2", &format!("http://{addr}/")])
+            .output()
+            .is_ok_and(|o| o.stdout == b"Hello, World!")
+    });
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(ok, "nothing served on the passed socket {addr}:\n{stderr}");
+    assert!(stderr.contains("socket activation: 1 socket(s) from systemd"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

@@ -45,6 +45,11 @@ impl Bound {
     pub(crate) fn bind(config: &Config, count: usize) -> Result<Bound> {
         let s = &config.server;
         let mut groups = Vec::new();
+        // Socket activation: systemd bound the site's sockets and passed
+        // them (fds 3.., `LISTEN_FDS`); every shard accepts on them.
+        let activated = socket_activation(count)?;
+        let main_bound = !activated.is_empty();
+        groups.extend(activated);
         let mut bind_all = |port: u16, role: ListenerRole, key: &str| -> Result<()> {
             let mut port = port;
             for &ip in &s.address {
@@ -55,7 +60,9 @@ impl Bound {
             }
             Ok(())
         };
-        bind_all(s.port, ListenerRole::Main, "server.address/port")?;
+        if !main_bound {
+            bind_all(s.port, ListenerRole::Main, "server.address/port")?;
+        }
         if let Some(forward) = config.tls.as_ref().and_then(|t| t.forward_port) {
             bind_all(forward, ListenerRole::RedirectToHttps, "tls.forward_port")?;
         }
@@ -126,4 +133,34 @@ impl Bound {
         }
         Ok(Bound { groups })
     }
+}
+
+/// The sockets systemd passed (`LISTEN_PID` = us, `LISTEN_FDS` = n, fds 3..3+n),
+/// each as a group of `count` descriptors (duplicates: the shards share one
+/// accept queue). Empty without socket activation.
+fn socket_activation(count: usize) -> Result<Vec<(ListenerRole, Vec<TcpListener>)>> {
+    let for_us = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    let n = std::env::var("LISTEN_FDS").ok().and_then(|v| v.parse::<i32>().ok()).unwrap_or(0);
+    if !for_us || n <= 0 {
+        return Ok(Vec::new());
+    }
+    let mut groups = Vec::new();
+    for fd in 3..3 + n {
+        // SAFETY: systemd passed this descriptor to this process (LISTEN_PID
+        // is ours) for us to listen on; nothing else here owns it.
+        let first = unsafe { TcpListener::from_raw_fd(fd) };
+        // SAFETY: setting FD_CLOEXEC on a descriptor we own.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        first
+            .local_addr()
+            .map_err(|e| Error::config("LISTEN_FDS", format!("descriptor {fd} is not a TCP socket: {e}")))?;
+        let mut listeners = Vec::with_capacity(count);
+        for _ in 1..count {
+            listeners.push(first.try_clone().map_err(Error::from)?);
+        }
+        listeners.insert(0, first);
+        groups.push((ListenerRole::Main, listeners));
+    }
+    tracing::info!("socket activation: {n} socket(s) from systemd");
+    Ok(groups)
 }

@@ -119,6 +119,8 @@ struct Master {
     /// Set by the first stop signal; a second one forces the exit.
     stopping: Option<Instant>,
     forced: bool,
+    /// systemd's notification socket, when it started us.
+    notifier: Option<super::systemd::Notifier>,
 }
 
 /// Runs the master in this process until the instance stops; the result is
@@ -148,6 +150,7 @@ pub(crate) fn run(config: Config, registrations: Registrations) -> Result<i32> {
         backoff: vec![FIRST_BACKOFF; workers],
         stopping: None,
         forced: false,
+        notifier: super::systemd::Notifier::from_env(),
     };
     tracing::info!("{} master pid {}: {workers} worker(s) × {shards} shard(s)", master.config.name, std::process::id());
     if let Err(code) = master.start_first(&state) {
@@ -156,6 +159,9 @@ pub(crate) fn run(config: Config, registrations: Registrations) -> Result<i32> {
         return Ok(code);
     }
     notify_ready_from_env();
+    if let Some(n) = &master.notifier {
+        n.ready();
+    }
     let code = master.supervise(signals);
     drop(pid_file);
     drop(state);
@@ -275,6 +281,9 @@ impl Master {
                 return 0;
             }
             self.kill_stragglers();
+            if let Some(n) = &mut self.notifier {
+                n.tick();
+            }
             std::thread::sleep(TICK);
         }
     }
@@ -295,6 +304,9 @@ impl Master {
                     return;
                 }
                 tracing::info!(signal, "stopping: the workers drain their connections");
+                if let Some(n) = &self.notifier {
+                    n.stopping();
+                }
                 self.stopping = Some(Instant::now());
                 // Closing our copies of the listening sockets: once the
                 // workers close theirs, new connections are refused.
@@ -336,6 +348,9 @@ impl Master {
         self.generation += 1;
         let generation = self.generation;
         tracing::info!("SIGHUP: reloading (generation {generation})");
+        if let Some(n) = &self.notifier {
+            n.reloading();
+        }
         for index in 0..self.config.server.workers {
             match self.spawn(index, generation) {
                 Ok(worker) => self.workers.push(worker),
@@ -369,6 +384,9 @@ impl Master {
                 }
             }
             self.reloading = None;
+            if let Some(n) = &self.notifier {
+                n.ready();
+            }
             tracing::info!(
                 "SIGHUP: reload done (configuration and TLS certificates reloaded): generation {generation} serves, the previous one drains"
             );
@@ -377,6 +395,9 @@ impl Master {
 
     /// Stops the workers of a reload that failed.
     fn abandon(&mut self, generation: u64) {
+        if let Some(n) = &self.notifier {
+            n.ready();
+        }
         let now = Instant::now();
         for worker in self.workers.iter_mut().filter(|w| w.generation == generation) {
             send(&worker.child, SIGTERM);

@@ -7,6 +7,7 @@ mod privileges;
 mod server;
 mod signals;
 mod status;
+mod systemd;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -292,6 +293,8 @@ impl Engine {
                 std::process::exit(code)
             }
             Command::Stop => exit_with(daemon::stop(&config)?),
+            Command::Install { user_unit } => exit_with(systemd::install(&config, user_unit)?),
+            Command::Remove { user_unit } => exit_with(systemd::remove(&config, user_unit)?),
             Command::Reload => exit_with(daemon::reload(&config)?),
             Command::Restart if !daemonized => {
                 let stopped = daemon::stop(&config)?;

@@ -185,6 +185,7 @@ pub struct ServerBuilder {
     dir: Option<PathBuf>,
     io: Option<Io>,
     shards: Option<usize>,
+    envs: Vec<(OsString, OsString)>,
 }
 
 /// The `hello` example on `io`, one shard, a free loopback port.
@@ -207,6 +208,7 @@ impl ServerBuilder {
             dir: None,
             io: None,
             shards: None,
+            envs: Vec::new(),
         }
     }
 
@@ -239,6 +241,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets an environment variable for the server process.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
     /// Writes `toml` to a temporary file and passes it with `-c`.
     pub fn config(mut self, toml: &str) -> Self {
         self.config = Some(toml.to_owned());
@@ -262,6 +270,7 @@ impl ServerBuilder {
             self.args.push(n.to_string().into());
         }
         let mut cmd = Command::new(&self.bin);
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         let config_file = self.config.map(|toml| {
             let mut f = tempfile::Builder::new().suffix(".toml").tempfile().expect("temp config file");
             f.write_all(toml.as_bytes()).expect("write temp config");
