@@ -267,10 +267,12 @@ fn socket_activation_serves_on_the_passed_socket() {
         .arg(format!("LISTEN_PID=$$ LISTEN_FDS=1 exec {} --port 0 --shards 2 --name activated", hello_bin().display()))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    // SAFETY: dup2 between fork and exec is async-signal-safe; fd is open.
+    // SAFETY: dup2 and fcntl between fork and exec are async-signal-safe; fd is open.
     unsafe {
         command.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
+            // dup2 onto itself keeps close-on-exec: then clear it instead.
+            let done = if fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) } else { libc::dup2(fd, 3) };
+            if done < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

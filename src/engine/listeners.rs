@@ -146,14 +146,20 @@ fn socket_activation(count: usize) -> Result<Vec<(ListenerRole, Vec<TcpListener>
     }
     let mut groups = Vec::new();
     for fd in 3..3 + n {
+        // SAFETY: fcntl on a descriptor number only reads its flags.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(Error::config("LISTEN_FDS", format!("descriptor {fd} is not open")));
+        }
         // SAFETY: systemd passed this descriptor to this process (LISTEN_PID
         // is ours) for us to listen on; nothing else here owns it.
         let first = unsafe { TcpListener::from_raw_fd(fd) };
         // SAFETY: setting FD_CLOEXEC on a descriptor we own.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        first
-            .local_addr()
-            .map_err(|e| Error::config("LISTEN_FDS", format!("descriptor {fd} is not a TCP socket: {e}")))?;
+        if let Err(e) = first.local_addr() {
+            // Not a socket we can use: leave the descriptor as it was.
+            std::mem::forget(first);
+            return Err(Error::config("LISTEN_FDS", format!("descriptor {fd} is not a TCP socket: {e}")));
+        }
         let mut listeners = Vec::with_capacity(count);
         for _ in 1..count {
             listeners.push(first.try_clone().map_err(Error::from)?);
