@@ -21,6 +21,16 @@ use skitai::prelude::*;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The `ms=N` query parameter (0 when absent), at most `max`.
+fn query_ms(req: &Request, max: u64) -> u64 {
+    req.uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        .min(max)
+}
+
 fn main() {
     let engine = Engine::new()
         .name("hello")
@@ -56,13 +66,7 @@ fn main() {
         .mount(
             "/delay",
             handler_fn(|req: Request, _cx: &mut Ctx| async move {
-                let ms = req
-                    .uri()
-                    .query()
-                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-                    .min(60_000);
+                let ms = query_ms(&req, 60_000);
                 skitai::time::sleep(std::time::Duration::from_millis(ms)).await;
                 Response::text("done")
             }),
@@ -70,13 +74,7 @@ fn main() {
         .mount(
             "/burn",
             handler_fn(|req: Request, _cx: &mut Ctx| async move {
-                let ms = req
-                    .uri()
-                    .query()
-                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-                    .min(10_000);
+                let ms = query_ms(&req, 10_000);
                 for _ in 0..ms {
                     let slice = std::time::Instant::now();
                     while slice.elapsed() < std::time::Duration::from_millis(1) {

@@ -4,12 +4,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::master::{READY_FD_ENV, TITLED_ENV, master_title};
+use super::master::{READY_FD_ENV, TITLED_ENV, master_title, pipe};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -74,7 +74,7 @@ pub(crate) fn start(config: &Config) -> Result<i32> {
         .map_err(|e| Error::config("server.data_dir", format!("cannot open {}: {e}", stderr_path.display())))?;
     let exe = std::env::current_exe()
         .map_err(|e| Error::new(ErrorKind::Internal, "cannot find this program").with_source(e))?;
-    let (ready_read, ready_write) = pipe()?;
+    let (ready_read, ready_write) = pipe().map_err(Error::from)?;
     let ready_fd = ready_write.as_raw_fd();
     let mut command = Command::new(exe);
     command
@@ -190,21 +190,4 @@ fn alive(pid: u32) -> bool {
         Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
-}
-
-/// A pipe whose read end does not block; both ends close on exec.
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: pipe2 fills the two-element array we pass.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    // SAFETY: pipe2 just opened both descriptors; nothing else owns them.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: fcntl on a descriptor we own.
-    unsafe {
-        let flags = libc::fcntl(read.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(read.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
-    }
-    Ok((read, write))
 }

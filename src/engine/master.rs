@@ -104,7 +104,6 @@ struct Restart {
 /// The master of one instance.
 struct Master {
     config: Config,
-    registrations: Registrations,
     exe: PathBuf,
     args: Vec<OsString>,
     /// The listening sockets; dropped (closed) when the instance stops.
@@ -124,7 +123,8 @@ struct Master {
 }
 
 /// Runs the master in this process until the instance stops; the result is
-/// the exit status. `cli_args` are the arguments workers are started with.
+/// the exit status. Workers are started with this process's arguments.
+/// `registrations` name the shared states the state file holds.
 pub(crate) fn run(config: Config, registrations: Registrations) -> Result<i32> {
     let shards = config.shard_count();
     let workers = config.server.workers;
@@ -138,7 +138,6 @@ pub(crate) fn run(config: Config, registrations: Registrations) -> Result<i32> {
         .map_err(|e| Error::new(ErrorKind::Internal, "cannot find this program").with_source(e))?;
     let mut master = Master {
         config,
-        registrations,
         exe,
         args: std::env::args_os().skip(1).collect(),
         bound: Some(bound),
@@ -344,7 +343,6 @@ impl Master {
         if fresh.server.port != self.config.server.port || fresh.server.address != self.config.server.address {
             tracing::warn!("SIGHUP: the listening addresses keep their values until a restart");
         }
-        let _ = &self.registrations;
         self.generation += 1;
         let generation = self.generation;
         tracing::info!("SIGHUP: reloading (generation {generation})");
@@ -541,8 +539,9 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
-/// A pipe whose ends close on exec; the read end does not block.
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+/// A pipe whose ends close on exec; the read end does not block, the
+/// write end does (a child writes its one ready byte to it).
+pub(crate) fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 fills the two-element array we pass.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
@@ -550,7 +549,7 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: pipe2 just opened both descriptors; nothing else owns them.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // The write end goes to a worker, which writes one byte and must not block on it.
+    // The write end goes to the child and blocks as usual (its one-byte write never waits).
     // SAFETY: fcntl on a descriptor we own.
     unsafe {
         let flags = libc::fcntl(write.as_raw_fd(), libc::F_GETFL);

@@ -355,14 +355,9 @@ impl Engine {
     /// programs that manage their own lifecycle.
     pub fn serve(self, config: Config) -> Result<Server> {
         config.validate()?;
-        self.serve_with(config, false, false)
-    }
-
-    /// `console`: the request log may go to standard output (a foreground server).
-    fn serve_with(self, config: Config, devel: bool, console: bool) -> Result<Server> {
         let mounts = self.resolve_mounts(&config)?;
         let program = Program { mounts, registrations: self.registrations, subscribers: self.subscribers };
-        Server::start(&config, program, devel, server::Launch { console, ..Default::default() })
+        Server::start(&config, program, false, server::Launch::default())
     }
 
     /// Every mount as a (prefix, what answers) pair; names, directories and

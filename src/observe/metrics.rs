@@ -150,6 +150,11 @@ impl ShardMetrics {
         self.connections.set(n);
     }
 
+    /// The shard's open connections.
+    pub(crate) fn connections(&self) -> usize {
+        self.connections.get()
+    }
+
     /// Records that the shard started draining.
     pub(crate) fn set_draining(&self) {
         self.draining.set(true);

@@ -86,6 +86,9 @@ impl ShardLog {
 pub(crate) struct Exchange<'s> {
     metrics: &'s ShardMetrics,
     log: Option<&'s ShardLog>,
+    shard: usize,
+    peer: IpAddr,
+    version: Version,
     /// Boxed: only a logged request pays for it, and the exchange stays small
     /// (it lives in every request's future).
     facts: Option<Box<RequestFacts>>,
@@ -111,6 +114,7 @@ impl<'s> Exchange<'s> {
         metrics: &'s ShardMetrics,
         log: Option<&'s ShardLog>,
         shard: usize,
+        peer: IpAddr,
         request: RequestHead<'_>,
         counted: bool,
     ) -> Self {
@@ -129,6 +133,9 @@ impl<'s> Exchange<'s> {
             metrics,
             log,
             started: Instant::now(),
+            shard,
+            peer,
+            version,
             facts,
             txn,
             slot: metrics.engine_slot(),
@@ -138,31 +145,25 @@ impl<'s> Exchange<'s> {
         }
     }
 
-    /// The request is answered: `handled` is when its response was ready,
-    /// the byte counts are of the bodies actually received and sent.
-    pub(crate) fn finish(self, done: Finished) {
-        let handling = done.handled.saturating_duration_since(self.started);
+    /// The request is answered with `status`: `handled` is when its
+    /// response was ready, the byte counts are of the bodies actually
+    /// received and sent.
+    pub(crate) fn finish(self, status: u16, request_bytes: u64, response_bytes: u64, handled: Instant) {
+        let handling = handled.saturating_duration_since(self.started);
         if self.counted {
-            self.metrics.record(
-                done.version,
-                done.status,
-                self.slot,
-                handling,
-                done.request_bytes,
-                done.response_bytes,
-            );
+            self.metrics.record(self.version, status, self.slot, handling, request_bytes, response_bytes);
         }
         if let (Some(log), Some(facts)) = (self.log, &self.facts) {
             let outcome = Outcome {
-                peer: done.peer,
-                status: done.status,
-                request_bytes: done.request_bytes,
-                response_bytes: done.response_bytes,
-                shard: done.shard,
+                peer: self.peer,
+                status,
+                request_bytes,
+                response_bytes,
+                shard: self.shard,
                 handling,
-                delivery: done.handled.elapsed(),
+                delivery: handled.elapsed(),
                 txn: &self.txn,
-                connections: done.connections,
+                connections: self.metrics.connections(),
             };
             log.write(facts, &outcome);
         }
@@ -206,17 +207,4 @@ impl<'a> RequestHead<'a> {
     pub(crate) fn of(req: &'a Request) -> Self {
         RequestHead { method: req.method(), uri: req.uri(), version: req.version(), headers: req.headers(), txn: None }
     }
-}
-
-/// How a request ended, for [`Exchange::finish`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Finished {
-    pub(crate) peer: IpAddr,
-    pub(crate) version: Version,
-    pub(crate) status: u16,
-    pub(crate) request_bytes: u64,
-    pub(crate) response_bytes: u64,
-    pub(crate) handled: Instant,
-    pub(crate) shard: usize,
-    pub(crate) connections: usize,
 }

@@ -371,9 +371,9 @@ impl ShardCtx {
     /// Starts observing a request that came in on `site`; requests for the
     /// admin endpoints (on the admin listener, or under the admin mount)
     /// are not counted, shed or logged.
-    pub(crate) fn exchange(&self, site: Site, head: RequestHead<'_>) -> Exchange<'_> {
+    pub(crate) fn exchange(&self, site: Site, peer: SocketAddr, head: RequestHead<'_>) -> Exchange<'_> {
         let admin = site == Site::Admin || self.is_admin_path(head.uri.path());
-        Exchange::begin(&self.services.metrics, self.services.log.as_ref(), self.id, head, !admin)
+        Exchange::begin(&self.services.metrics, self.services.log.as_ref(), self.id, peer.ip(), head, !admin)
     }
 
     /// True when `path` is under the admin mount on the main listeners.

@@ -26,7 +26,7 @@ use super::parse::{Framing, Head, parse_head};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{Body, BodySource, FileBody, FilePart, Response, error_response, header_pool};
 use crate::net::{Cork, Sent, ZeroCopyWrite, send_file};
-use crate::observe::{Exchange, Finished, RequestHead};
+use crate::observe::RequestHead;
 use crate::proto::Deadline;
 use crate::proto::ws::conn::{H1Read, H1Write};
 use crate::shard::{DRAIN_IDLE_GRACE, Route, ShardCtx, Site};
@@ -371,7 +371,8 @@ where
             }
         }
         let found = Some((txn.0.as_ref(), txn.1.as_ref()));
-        let mut exchange = shard.exchange(self.site, RequestHead { txn: found, ..RequestHead::of(&request) });
+        let mut exchange =
+            shard.exchange(self.site, self.peer, RequestHead { txn: found, ..RequestHead::of(&request) });
         let mut from = 0;
         let response = match self.site {
             Site::Redirect => shard.https_redirect(&request),
@@ -392,7 +393,7 @@ where
                                     if response.status() == StatusCode::SWITCHING_PROTOCOLS && !http10 {
                                         let handled = exchange.answered_at();
                                         self.respond(response, false, true, false).await;
-                                        self.finish(exchange, version, 101, 0, 0, handled);
+                                        exchange.finish(101, 0, 0, handled);
                                         self.websocket = Some(pending);
                                         return Next::UpgradeWs;
                                     }
@@ -418,30 +419,8 @@ where
         let status = response.status().as_u16();
         let keep_alive = keep_alive && !self.must_close(&response);
         let (next, sent) = self.respond(response, is_head, keep_alive, http10).await;
-        self.finish(exchange, version, status, 0, sent, handled);
+        exchange.finish(status, 0, sent, handled);
         next
-    }
-
-    /// Counts and logs a request once its response is written (or batched).
-    fn finish(
-        &self,
-        exchange: Exchange<'_>,
-        version: Version,
-        status: u16,
-        received: u64,
-        sent: u64,
-        handled: Instant,
-    ) {
-        exchange.finish(Finished {
-            peer: self.peer.ip(),
-            version,
-            status,
-            request_bytes: received,
-            response_bytes: sent,
-            handled,
-            shard: self.shard.id,
-            connections: self.shard.open_connections(),
-        });
     }
 
     /// Counts a request refused before it could be parsed (it has no log line).
@@ -592,14 +571,15 @@ where
 
         let shard = self.shard.clone();
         let found = Some((txn.0.as_ref(), txn.1.as_ref()));
-        let mut exchange = shard.exchange(self.site, RequestHead { txn: found, ..RequestHead::of(&request) });
+        let mut exchange =
+            shard.exchange(self.site, self.peer, RequestHead { txn: found, ..RequestHead::of(&request) });
         if let Framing::Length(n) = framing {
             if n > limits.max_upload_size {
                 // Refused before a byte of the body is read (and before any 100).
                 let error = Error::new(ErrorKind::PayloadTooLarge, "Content-Length exceeds max_upload_size");
                 let handled = Instant::now();
                 let sent = self.write_error(&error, accept.as_ref(), version);
-                self.finish(exchange, version, 413, 0, sent, handled);
+                exchange.finish(413, 0, sent, handled);
                 return Ok(Next::Close);
             }
         }
@@ -637,7 +617,7 @@ where
         let (next, sent) = self.respond(response, is_head, keep_alive, http10).await;
         self.side = slot.borrow_mut().take();
         let received = self.side.as_ref().map_or(0, |side| side.body_received);
-        self.finish(exchange, version, status, received, sent, handled);
+        exchange.finish(status, received, sent, handled);
         if next == Next::Close {
             return Ok(Next::Close);
         }

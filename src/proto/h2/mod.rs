@@ -24,7 +24,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::date::http_date;
 use crate::http::{Body, BodySource, Request, Response, SERVER_NAME, error_response};
-use crate::observe::{Exchange, Finished, RequestHead};
+use crate::observe::RequestHead;
 use crate::proto::ws::conn::{H2Read as WsH2Read, H2Write as WsH2Write};
 use crate::shard::{ShardCtx, Site};
 
@@ -162,14 +162,14 @@ impl Stream {
             headers: &parts.headers,
             txn: None,
         };
-        let mut exchange = shard.exchange(Site::Main, head);
+        let mut exchange = shard.exchange(Site::Main, self.peer, head);
         let declared =
             parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limits.max_upload_size) {
             let response = error_response(StatusCode::PAYLOAD_TOO_LARGE, accept.as_ref(), None);
             let handled = Instant::now();
             let sent = send(&mut respond, response, is_head).await;
-            self.finish(exchange, 413, 0, sent, handled);
+            exchange.finish(413, 0, sent, handled);
             if declared.is_some_and(|n| n <= LINGER_BODY_LIMIT) {
                 discard_rest(recv).await;
             }
@@ -205,7 +205,7 @@ impl Stream {
         if let Some(recv) = websocket_recv {
             match dispatched.websocket {
                 Some(pending) if response.status() == StatusCode::OK => {
-                    self.finish(exchange, 200, 0, 0, Instant::now());
+                    exchange.finish(200, 0, 0, Instant::now());
                     self.open_websocket(respond, response, recv, *pending).await;
                     return;
                 }
@@ -233,21 +233,7 @@ impl Stream {
         let handled = exchange.answered_at();
         let status = response.status().as_u16();
         let sent = send(&mut respond, response, is_head).await;
-        self.finish(exchange, status, received.get(), sent, handled);
-    }
-
-    /// Counts and logs the stream's request once its response is sent.
-    fn finish(&self, exchange: Exchange<'_>, status: u16, received: u64, sent: u64, handled: Instant) {
-        exchange.finish(Finished {
-            peer: self.peer.ip(),
-            version: Version::HTTP_2,
-            status,
-            request_bytes: received,
-            response_bytes: sent,
-            handled,
-            shard: self.shard.id,
-            connections: self.shard.open_connections(),
-        });
+        exchange.finish(status, received.get(), sent, handled);
     }
 
     /// Promises `path` to the client and serves it on the promised stream,
@@ -312,12 +298,12 @@ impl Stream {
         monoio::spawn(async move {
             let accept = request.headers().get(header::ACCEPT).cloned();
             let shard = stream.shard.clone();
-            let mut exchange = shard.exchange(Site::Main, RequestHead::of(&request));
+            let mut exchange = shard.exchange(Site::Main, stream.peer, RequestHead::of(&request));
             let response = shard.dispatch(request, stream.peer, accept.as_ref(), Site::Main, &mut exchange).await;
             let handled = Instant::now();
             let status = response.status().as_u16();
             let sent = send(&mut pushed, response, false).await;
-            stream.finish(exchange, status, 0, sent, handled);
+            exchange.finish(status, 0, sent, handled);
             drop(stream);
         });
     }
