@@ -79,6 +79,10 @@ pub enum Command {
     /// Reload the running instance: new workers with the configuration read
     /// again, the old ones drain (zero downtime).
     Reload,
+    /// Binary upgrade: the running instance starts this program's
+    /// executable (a new version installed at the same path) as its new
+    /// master on the same sockets, then drains (zero downtime).
+    Upgrade,
     /// Write a systemd unit for this instance (`Type=notify`, reload by
     /// SIGHUP, restart on failure) with the current command line.
     Install {

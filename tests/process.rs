@@ -1,45 +1,14 @@
 //! The process model (issue 9): a master process with worker processes,
 //! process titles, a worker that dies and is restarted, SIGHUP reloading
 //! under load with no failed request, and the daemon commands
-//! (`start`, `status`, `reload`, `stop`, `restart`) with their pid file.
+//! (`start`, `status`, `reload`, `upgrade`, `stop`, `restart`) with their pid file.
 
 mod support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
-
-/// `/proc/PID/cmdline` as text (arguments joined by spaces).
-fn cmdline(pid: u32) -> String {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    raw.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" ")
-}
-
-/// Waits up to `limit` for `f` to hold.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
-        .unwrap_or(false)
-}
-
-fn hello_answers(server: &Server) -> bool {
-    let mut c = server.connect();
-    c.send(get("/"));
-    c.read_response().status == 200
-}
 
 both_drivers! {
     /// The master and its workers carry their titles (`ps`, /proc/PID/cmdline):
@@ -176,13 +145,23 @@ fn daemon_start_status_reload_stop_restart() {
         std::fs::read_to_string(&stderr_file).unwrap_or_default()
     );
 
+    // upgrade: a new master from the program's file takes over the sockets.
+    let (code, text) = hello_command(&with("upgrade"));
+    assert_eq!(code, 0, "{text}");
+    let upgraded: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert!(text.contains(&format!("upgraded: new master pid {upgraded}")), "{text}");
+    assert_ne!(upgraded, pid);
+    assert!(eventually(Duration::from_secs(20), || !alive(pid)), "the old master is still there");
+    let got = Command::new("curl").args(["-s", &url]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "Hello, World!");
+
     // restart: a new master.
     let (code, text) = hello_command(&with("restart"));
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("stopped") && text.contains("started"), "{text}");
     let second: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-    assert_ne!(second, pid);
-    assert!(!alive(pid), "the old master is gone");
+    assert_ne!(second, upgraded);
+    assert!(!alive(upgraded), "the old master is gone");
 
     // stop: waits for the exit, removes the pid file, and status says stopped (exit 3).
     let (code, text) = hello_command(&with("stop"));

@@ -32,6 +32,9 @@ pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 /// Hard deadline for a graceful shutdown before stragglers are cut off.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+/// Default deadline of a graceful stop by SIGQUIT, seconds: the long one,
+/// for downloads and WebSocket sessions that should rather end by themselves.
+pub const DEFAULT_QUIT_TIMEOUT_SECS: u64 = 300;
 /// Largest request body accepted (413 above it), as in Skitai.
 pub const DEFAULT_MAX_UPLOAD_SIZE: u64 = 256 << 20;
 /// Largest request head (request line + fields) accepted (431 above it).
@@ -388,8 +391,14 @@ pub struct ServerConfig {
     pub request_timeout: u64,
     /// Time to receive a request head, seconds.
     pub header_timeout: u64,
-    /// Deadline of a graceful shutdown, seconds.
+    /// Deadline of a graceful shutdown (SIGTERM, SIGINT, the old workers
+    /// of a reload), seconds.
     pub shutdown_timeout: u64,
+    /// Deadline of a graceful stop by SIGQUIT, seconds (the long one).
+    pub quit_timeout: u64,
+    /// Restart a worker whose busiest shard stays over a CPU threshold
+    /// (Skitai's `set_worker_critical_point`); off when absent.
+    pub critical_point: Option<CriticalPoint>,
     /// Largest request body.
     pub max_upload_size: ByteSize,
     /// Largest request head.
@@ -428,6 +437,8 @@ impl Default for ServerConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT_SECS,
             header_timeout: DEFAULT_HEADER_TIMEOUT_SECS,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+            quit_timeout: DEFAULT_QUIT_TIMEOUT_SECS,
+            critical_point: None,
             max_upload_size: ByteSize(DEFAULT_MAX_UPLOAD_SIZE),
             max_header_size: ByteSize(DEFAULT_MAX_HEADER_SIZE),
             max_headers: DEFAULT_MAX_HEADERS,
@@ -438,6 +449,28 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_inflight: DEFAULT_MAX_INFLIGHT,
         }
+    }
+}
+
+/// `[server.critical_point]`: when a worker's busiest shard used more than
+/// `cpu_percent` of its core over `continuous` checks in a row, `interval`
+/// seconds apart, the master starts a new worker in its place and stops it.
+/// An `interval` of 0 turns the check off, as in Skitai.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CriticalPoint {
+    /// Threshold, percent of one core (1-100).
+    pub cpu_percent: f64,
+    /// Checks in a row over the threshold that trigger a restart.
+    pub continuous: u32,
+    /// Seconds between checks; 0 turns the check off.
+    pub interval: u64,
+}
+
+impl Default for CriticalPoint {
+    /// Skitai's defaults: 90 %, 3 checks, 20 s apart.
+    fn default() -> Self {
+        CriticalPoint { cpu_percent: 90.0, continuous: 3, interval: 20 }
     }
 }
 
@@ -517,6 +550,7 @@ impl Config {
             ("server.request_timeout", s.request_timeout),
             ("server.header_timeout", s.header_timeout),
             ("server.shutdown_timeout", s.shutdown_timeout),
+            ("server.quit_timeout", s.quit_timeout),
         ] {
             if value == 0 {
                 return Err(Error::config(key, "must be at least 1 second"));
@@ -530,6 +564,14 @@ impl Config {
         }
         if s.max_headers == 0 || s.max_headers > MAX_HEADERS_LIMIT {
             return Err(Error::config("server.max_headers", format!("must be between 1 and {MAX_HEADERS_LIMIT}")));
+        }
+        if let Some(point) = &s.critical_point {
+            if !(point.cpu_percent > 0.0 && point.cpu_percent <= 100.0) {
+                return Err(Error::config("server.critical_point.cpu_percent", "must be above 0 and at most 100"));
+            }
+            if point.continuous == 0 {
+                return Err(Error::config("server.critical_point.continuous", "must be at least 1"));
+            }
         }
         if s.max_connections == 0 {
             return Err(Error::config("server.max_connections", "must be at least 1"));
@@ -822,5 +864,27 @@ mod tests {
         let mut c = Config::default();
         c.mounts.push(MountConfig { path: "x".into(), target: "y".into(), ..Default::default() });
         assert!(c.validate().unwrap_err().to_string().starts_with("mount[0].path:"));
+    }
+
+    #[test]
+    fn critical_point_parses_overlays_and_is_checked() {
+        let c =
+            Config::from_toml("[server.critical_point]\ncpu_percent = 80.0\ncontinuous = 2\ninterval = 5\n").unwrap();
+        assert_eq!(c.server.critical_point, Some(CriticalPoint { cpu_percent: 80.0, continuous: 2, interval: 5 }));
+        // From code, then a file that changes one key.
+        let mut program = Config::default();
+        program.server.critical_point = Some(CriticalPoint::default());
+        let c = program.overlay_toml("[server.critical_point]\ncpu_percent = 50.0\n").unwrap();
+        assert_eq!(c.server.critical_point, Some(CriticalPoint { cpu_percent: 50.0, ..CriticalPoint::default() }));
+        let e = Config::from_toml("[server.critical_point]\ncpu_percent = 80.0\n").unwrap_err();
+        assert!(e.to_string().starts_with("server.critical_point:"), "{e}");
+        let mut c = Config::default();
+        c.server.critical_point = Some(CriticalPoint { cpu_percent: 150.0, ..CriticalPoint::default() });
+        assert!(c.validate().unwrap_err().to_string().starts_with("server.critical_point.cpu_percent:"));
+        c.server.critical_point = Some(CriticalPoint { continuous: 0, ..CriticalPoint::default() });
+        assert!(c.validate().unwrap_err().to_string().starts_with("server.critical_point.continuous:"));
+        c.server.quit_timeout = 0;
+        c.server.critical_point = None;
+        assert!(c.validate().unwrap_err().to_string().starts_with("server.quit_timeout:"));
     }
 }

@@ -1,7 +1,8 @@
 //! The daemon commands: `start` runs the instance in the background and
-//! returns once it serves; `stop`, `restart` and `reload` act on the running
-//! instance through its pid file.
+//! returns once it serves; `stop`, `restart`, `reload` and `upgrade` act on
+//! the running instance through its pid file.
 
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -49,8 +50,9 @@ pub(crate) fn pid_state(config: &Config) -> PidState {
 
 /// `start`: runs this program again as a background master (its own
 /// session, stdin from /dev/null, stdout and stderr appended to
-/// `<data_dir>/.stderr`) and waits until it serves. Returns the exit status.
-pub(crate) fn start(config: &Config) -> Result<i32> {
+/// `<data_dir>/.stderr`) and waits until it serves. `args` are the
+/// program's arguments (without its name). Returns the exit status.
+pub(crate) fn start(config: &Config, args: &[OsString]) -> Result<i32> {
     let name = &config.name;
     match pid_state(config) {
         PidState::Running(pid) => {
@@ -79,7 +81,7 @@ pub(crate) fn start(config: &Config) -> Result<i32> {
     let mut command = Command::new(exe);
     command
         .arg0(master_title(name))
-        .args(std::env::args_os().skip(1))
+        .args(args)
         .env(DAEMON_ENV, "1")
         .env(TITLED_ENV, "1")
         .env(READY_FD_ENV, ready_fd.to_string())
@@ -181,6 +183,43 @@ pub(crate) fn reload(config: &Config) -> Result<i32> {
             Ok(3)
         }
     }
+}
+
+/// `upgrade`: SIGUSR2 to the master, which starts the program's executable
+/// (a new version, once installed at the same path) as a new master on the
+/// same sockets; waits until the pid file names the new master, or the old
+/// one reports (in the daemon's stderr file) that it did not upgrade.
+pub(crate) fn upgrade(config: &Config) -> Result<i32> {
+    let name = &config.name;
+    let PidState::Running(old) = pid_state(config) else {
+        eprintln!("{name} is not running");
+        return Ok(3);
+    };
+    let stderr_path = config.data_dir().join(".stderr");
+    let seen = std::fs::metadata(&stderr_path).map(|m| m.len()).unwrap_or(0);
+    // SAFETY: kill(2) with a pid checked to be our master.
+    unsafe { libc::kill(old as libc::pid_t, libc::SIGUSR2) };
+    let deadline = Instant::now() + START_WAIT;
+    while Instant::now() < deadline {
+        if let PidState::Running(new) = pid_state(config) {
+            if new != old {
+                println!("{name} upgraded: new master pid {new} (the old one, {old}, drains)");
+                return Ok(0);
+            }
+        }
+        let news = std::fs::read(&stderr_path).ok().and_then(|t| t.get(seen as usize..).map(<[u8]>::to_vec));
+        let news = String::from_utf8_lossy(news.as_deref().unwrap_or_default()).into_owned();
+        if let Some(line) = news.lines().find(|l| l.contains("not upgraded")) {
+            eprintln!("{name} not upgraded; from {}:\n  {line}", stderr_path.display());
+            return Ok(1);
+        }
+        if !alive(old) {
+            break;
+        }
+        std::thread::sleep(STOP_POLL);
+    }
+    eprintln!("{name}: no new master after {START_WAIT:?}; see {}", stderr_path.display());
+    Ok(1)
 }
 
 /// True while process `pid` exists and is not a zombie.

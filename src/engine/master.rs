@@ -18,10 +18,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
+use super::cpu_watch::CpuWatch;
+use super::file_watch::FileWatch;
 use super::listeners::{Bound, LISTEN_ENV};
+use super::upgrade::Upgrade;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::state::{Registrations, SharedState};
@@ -63,12 +66,12 @@ pub(crate) fn worker_title(name: &str, index: usize) -> String {
 /// Gives the master its process title (`ps` shows `skitai:<name> master`) by
 /// executing itself again with that `argv[0]`; returns only if that fails
 /// or was done already.
-pub(crate) fn set_title(config: &Config) {
+/// `args` are the program's arguments, without its name.
+pub(crate) fn set_title(config: &Config, args: &[OsString]) {
     if std::env::var_os(TITLED_ENV).is_some() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else { return };
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let error = Command::new(exe).arg0(master_title(&config.name)).args(args).env(TITLED_ENV, "1").exec();
     tracing::debug!("cannot set the process title: {error}");
 }
@@ -80,8 +83,8 @@ enum Phase {
     Starting,
     /// Listening.
     Serving,
-    /// Told to stop (drain); when it went.
-    Stopping(Instant),
+    /// Told to stop (drain); killed if still there at `kill_at`.
+    Stopping { kill_at: Instant },
 }
 
 /// A worker process.
@@ -93,6 +96,8 @@ struct Worker {
     ready: File,
     phase: Phase,
     started: Instant,
+    /// The critical point's CPU watch, when one is set.
+    cpu: Option<CpuWatch>,
 }
 
 /// The master's plans for a worker index that has no process now.
@@ -120,26 +125,52 @@ struct Master {
     forced: bool,
     /// systemd's notification socket, when it started us.
     notifier: Option<super::systemd::Notifier>,
+    /// Devel mode: the program and configuration files whose change reloads.
+    watch: Option<FileWatch>,
+    /// The state file (this process created or adopted it).
+    state: SharedState,
+    /// A binary upgrade in progress: the new master, not yet serving.
+    upgrade: Option<Upgrade>,
+}
+
+/// How the program was started, for the processes the master starts.
+pub(crate) struct Invocation {
+    /// The program's arguments (without its name): workers, reloads and
+    /// upgrades get them.
+    pub(crate) args: Vec<OsString>,
+    /// Devel mode: a change of these files reloads like SIGHUP.
+    pub(crate) watch: Option<FileWatch>,
 }
 
 /// Runs the master in this process until the instance stops; the result is
-/// the exit status. Workers are started with this process's arguments.
-/// `registrations` name the shared states the state file holds.
-pub(crate) fn run(config: Config, registrations: Registrations) -> Result<i32> {
+/// the exit status. `registrations` name the shared states the state file holds.
+pub(crate) fn run(config: Config, registrations: Registrations, invocation: Invocation) -> Result<i32> {
     let shards = config.shard_count();
     let workers = config.server.workers;
-    let signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1])
+    let signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])
         .map_err(|e| Error::new(ErrorKind::Internal, "cannot install signal handlers").with_source(e))?;
-    // The state file first: a second instance of the same name stops here.
-    let state = SharedState::create(&config, &registrations, shards * workers)?;
-    let bound = Bound::bind(&config, shards * workers)?;
-    let pid_file = PidFile::write(&config)?;
+    let inherited = super::upgrade::inherited()?;
+    let upgraded = inherited.is_some();
+    let (state, bound) = match inherited {
+        Some(from) => {
+            tracing::info!("binary upgrade: taking over from master pid {}", from.from);
+            let state = SharedState::adopt(&config, &registrations, shards * workers, from.state)?;
+            (state, Bound::inherited(&from.listen, shards * workers)?)
+        }
+        None => {
+            // The state file first: a second instance of the same name stops here.
+            let state = SharedState::create(&config, &registrations, shards * workers)?;
+            (state, Bound::bind(&config, shards * workers)?)
+        }
+    };
+    // After an upgrade, the pid file names this master once it took over.
+    let mut pid_file = if upgraded { None } else { Some(PidFile::write(&config)?) };
     let exe = std::env::current_exe()
         .map_err(|e| Error::new(ErrorKind::Internal, "cannot find this program").with_source(e))?;
     let mut master = Master {
         config,
         exe,
-        args: std::env::args_os().skip(1).collect(),
+        args: invocation.args,
         bound: Some(bound),
         shards,
         workers: Vec::new(),
@@ -150,27 +181,38 @@ pub(crate) fn run(config: Config, registrations: Registrations) -> Result<i32> {
         stopping: None,
         forced: false,
         notifier: super::systemd::Notifier::from_env(),
+        watch: invocation.watch,
+        state,
+        upgrade: None,
     };
     tracing::info!("{} master pid {}: {workers} worker(s) × {shards} shard(s)", master.config.name, std::process::id());
-    if let Err(code) = master.start_first(&state) {
+    if let Err(code) = master.start_first() {
         drop(pid_file);
-        drop(state);
         return Ok(code);
     }
-    notify_ready_from_env();
+    if upgraded {
+        // The workers serve: the instance is ours now.
+        master.state.take_over();
+        match PidFile::write(&master.config) {
+            Ok(file) => pid_file = Some(file),
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+    // systemd first: it must know the new main pid before the old master
+    // (told by the ready byte) exits.
     if let Some(n) = &master.notifier {
         n.ready();
     }
+    notify_ready_from_env();
     let code = master.supervise(signals);
     drop(pid_file);
-    drop(state);
     Ok(code)
 }
 
 impl Master {
     /// Starts every worker and waits until they listen; on a failure the
     /// others are stopped and the failed worker's exit status is returned.
-    fn start_first(&mut self, state: &SharedState) -> std::result::Result<(), i32> {
+    fn start_first(&mut self) -> std::result::Result<(), i32> {
         for index in 0..self.config.server.workers {
             match self.spawn(index, self.generation) {
                 Ok(worker) => self.workers.push(worker),
@@ -185,7 +227,7 @@ impl Master {
         // read their keys, then drop on their own): root is no longer needed here.
         let s = &self.config.server;
         let dropped = super::privileges::drop_privileges(s.user.as_deref(), s.group.as_deref(), |uid, gid| {
-            state.file().hand_over(uid, gid)
+            self.state.file().hand_over(uid, gid)
         });
         if let Err(e) = dropped {
             tracing::error!("{e}");
@@ -231,24 +273,10 @@ impl Master {
             .env(MASTER_PID_ENV, std::process::id().to_string())
             .env(LISTEN_ENV, listen)
             .env(READY_FD_ENV, ready_write.as_raw_fd().to_string())
+            .env_remove(super::upgrade::UPGRADE_FROM_ENV)
+            .env_remove(super::upgrade::UPGRADE_STATE_FD_ENV)
             .process_group(0);
-        // SAFETY: the closure runs between fork and exec and makes only
-        // async-signal-safe calls (close_range, fcntl, prctl) on descriptors
-        // that are open in the child; `fds` was allocated before the fork.
-        unsafe {
-            command.pre_exec(move || {
-                // Descriptors this process inherited from whoever started
-                // it stay out of the worker; only ours go in.
-                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
-                for &fd in &fds {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
+        pass_descriptors(&mut command, fds, true);
         let child = command.spawn()?;
         drop(ready_write);
         tracing::debug!(pid = child.id(), "worker #{index} (generation {generation}) started");
@@ -259,6 +287,7 @@ impl Master {
             ready: File::from(ready_read),
             phase: Phase::Starting,
             started: Instant::now(),
+            cpu: self.config.server.critical_point.and_then(|p| CpuWatch::new(p, Instant::now())),
         })
     }
 
@@ -274,7 +303,10 @@ impl Master {
             }
             self.reap();
             self.follow_reload();
+            self.follow_upgrade();
             self.run_restarts();
+            self.check_critical_points();
+            self.check_files();
             if self.stopping.is_some() && self.workers.is_empty() {
                 tracing::info!("{}: stopped", self.config.name);
                 return 0;
@@ -295,6 +327,8 @@ impl Master {
                 tracing::debug!("SIGUSR1: telling the workers to reopen their log files");
                 self.signal_all(SIGUSR1);
             }
+            SIGUSR2 if self.stopping.is_none() => self.start_upgrade(),
+            SIGUSR2 => {}
             _ => {
                 if self.stopping.is_some() {
                     tracing::warn!(signal, "second signal: stopping the workers now");
@@ -306,18 +340,85 @@ impl Master {
                 if let Some(n) = &self.notifier {
                     n.stopping();
                 }
-                self.stopping = Some(Instant::now());
-                // Closing our copies of the listening sockets: once the
-                // workers close theirs, new connections are refused.
-                self.bound = None;
-                self.restarts.clear();
-                self.reloading = None;
-                let now = Instant::now();
-                for worker in &mut self.workers {
-                    send(&worker.child, signal);
-                    worker.phase = Phase::Stopping(now);
+                if let Some(upgrade) = self.upgrade.take() {
+                    tracing::warn!("the binary upgrade in progress is abandoned");
+                    send(&upgrade.child, SIGTERM);
                 }
+                self.stop(signal);
             }
+        }
+    }
+
+    /// Stops the instance: every worker gets `signal` and drains (within
+    /// `quit_timeout` for SIGQUIT, else `shutdown_timeout`).
+    fn stop(&mut self, signal: i32) {
+        self.stopping = Some(Instant::now());
+        // Closing our copies of the listening sockets: once the workers
+        // close theirs, new connections are refused (unless a new master
+        // of an upgrade holds them).
+        self.bound = None;
+        self.restarts.clear();
+        self.reloading = None;
+        let s = &self.config.server;
+        let deadline = if signal == SIGQUIT { s.quit_timeout } else { s.shutdown_timeout };
+        let kill_at = Instant::now() + Duration::from_secs(deadline) + KILL_GRACE;
+        for worker in &mut self.workers {
+            send(&worker.child, signal);
+            worker.phase = Phase::Stopping { kill_at };
+        }
+    }
+
+    /// SIGUSR2: starts the program's executable (a new version, if it was
+    /// replaced) as a new master on the same listening sockets and state file.
+    fn start_upgrade(&mut self) {
+        if self.upgrade.is_some() || self.reloading.is_some() {
+            tracing::warn!("SIGUSR2: not upgraded, a reload or upgrade is already in progress");
+            return;
+        }
+        let Some(bound) = &self.bound else { return };
+        let count = self.shards * self.config.server.workers;
+        let state_fd = self.state.file().raw_fd();
+        match Upgrade::spawn(&self.exe, &self.config.name, &self.args, bound, count, state_fd) {
+            Ok(upgrade) => {
+                tracing::info!(
+                    "SIGUSR2: binary upgrade: started {} as the new master (pid {})",
+                    self.exe.display(),
+                    upgrade.child.id()
+                );
+                self.upgrade = Some(upgrade);
+            }
+            Err(e) => tracing::error!("SIGUSR2: not upgraded, cannot start {}: {e}", self.exe.display()),
+        }
+    }
+
+    /// Once the new master of an upgrade serves, this master hands the
+    /// instance over and drains; if it fails to, this one goes on serving.
+    fn follow_upgrade(&mut self) {
+        let Some(upgrade) = &mut self.upgrade else { return };
+        if upgrade.is_ready() {
+            let pid = upgrade.child.id();
+            self.upgrade = None;
+            tracing::info!("SIGUSR2: upgraded: the new master (pid {pid}) serves; this one and its workers drain");
+            self.state.disown();
+            if let Some(n) = &self.notifier {
+                n.send(&format!("MAINPID={pid}\nREADY=1\nSTATUS=serving (upgraded)"));
+            }
+            self.stop(SIGTERM);
+            return;
+        }
+        let failed = match upgrade.child.try_wait() {
+            Ok(Some(status)) => Some(format!("the new program exited ({})", describe(status))),
+            Ok(None) if upgrade.started.elapsed() > START_TIMEOUT => {
+                let _ = upgrade.child.kill();
+                let _ = upgrade.child.wait();
+                Some(format!("the new program did not serve within {START_TIMEOUT:?}"))
+            }
+            Ok(None) => None,
+            Err(e) => Some(format!("cannot follow the new program: {e}")),
+        };
+        if let Some(why) = failed {
+            self.upgrade = None;
+            tracing::error!("SIGUSR2: not upgraded: {why}; this master and its workers keep serving");
         }
     }
 
@@ -326,11 +427,11 @@ impl Master {
     /// listen, the old ones drain. No connection is refused meanwhile: the
     /// listening sockets stay open in the master the whole time.
     fn reload(&mut self) {
-        if self.reloading.is_some() {
-            tracing::warn!("SIGHUP: a reload is already in progress");
+        if self.reloading.is_some() || self.upgrade.is_some() {
+            tracing::warn!("SIGHUP: not reloaded, a reload or upgrade is already in progress");
             return;
         }
-        let fresh = match reload_config(&self.config) {
+        let fresh = match reload_config(&self.config, &self.args) {
             Ok(config) => config,
             Err(e) => {
                 tracing::error!("SIGHUP: not reloaded, the configuration is not valid: {e}");
@@ -374,11 +475,11 @@ impl Master {
         }
         let new: Vec<&Worker> = self.workers.iter().filter(|w| w.generation == generation).collect();
         if new.len() == self.config.server.workers && new.iter().all(|w| w.phase == Phase::Serving) {
-            let now = Instant::now();
+            let kill_at = self.drain_deadline();
             for worker in self.workers.iter_mut().filter(|w| w.generation < generation) {
-                if !matches!(worker.phase, Phase::Stopping(_)) {
+                if !matches!(worker.phase, Phase::Stopping { .. }) {
                     send(&worker.child, SIGTERM);
-                    worker.phase = Phase::Stopping(now);
+                    worker.phase = Phase::Stopping { kill_at };
                 }
             }
             self.reloading = None;
@@ -396,10 +497,10 @@ impl Master {
         if let Some(n) = &self.notifier {
             n.ready();
         }
-        let now = Instant::now();
+        let kill_at = self.drain_deadline();
         for worker in self.workers.iter_mut().filter(|w| w.generation == generation) {
             send(&worker.child, SIGTERM);
-            worker.phase = Phase::Stopping(now);
+            worker.phase = Phase::Stopping { kill_at };
         }
         self.reloading = None;
     }
@@ -419,7 +520,7 @@ impl Master {
             };
             let worker = self.workers.remove(i);
             let (index, pid) = (worker.index, worker.child.id());
-            if matches!(worker.phase, Phase::Stopping(_)) {
+            if matches!(worker.phase, Phase::Stopping { .. }) {
                 tracing::debug!("worker #{index} (pid {pid}) stopped ({})", describe(status));
                 continue;
             }
@@ -466,16 +567,69 @@ impl Master {
         }
     }
 
-    /// Kills workers that drain past their own shutdown deadline (and a grace).
+    /// When a worker told now to drain by SIGTERM is killed if still there:
+    /// its own shutdown deadline, and a grace.
+    fn drain_deadline(&self) -> Instant {
+        Instant::now() + Duration::from_secs(self.config.server.shutdown_timeout) + KILL_GRACE
+    }
+
+    /// Kills workers that drain past their own deadline (and a grace).
     fn kill_stragglers(&mut self) {
-        let limit = Duration::from_secs(self.config.server.shutdown_timeout) + KILL_GRACE;
+        let now = Instant::now();
         for worker in &mut self.workers {
-            if let Phase::Stopping(since) = worker.phase {
-                if since.elapsed() > limit {
+            if let Phase::Stopping { kill_at } = worker.phase {
+                if now > kill_at {
                     tracing::warn!("worker #{} did not stop in time; killing it", worker.index);
                     let _ = worker.child.kill();
                 }
             }
+        }
+    }
+
+    /// Devel mode: reloads when the program or its configuration changed
+    /// (looked at again once a reload in progress is done).
+    fn check_files(&mut self) {
+        if self.reloading.is_some() || self.upgrade.is_some() || self.stopping.is_some() {
+            return;
+        }
+        let Some(watch) = &mut self.watch else { return };
+        if let Some(path) = watch.changed(Instant::now()) {
+            tracing::info!("devel: {} changed; starting new workers", path.display());
+            self.reload();
+        }
+    }
+
+    /// The critical point: a serving worker whose busiest shard stayed over
+    /// the CPU threshold drains (and is killed at its deadline if it is
+    /// stuck) while a new one takes its place at once; the listening sockets
+    /// stay open in the master meanwhile, so no connection is refused.
+    fn check_critical_points(&mut self) {
+        if self.reloading.is_some() || self.stopping.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let mut hot = Vec::new();
+        for (i, worker) in self.workers.iter_mut().enumerate() {
+            if worker.phase != Phase::Serving {
+                continue;
+            }
+            if let Some(percent) = worker.cpu.as_mut().and_then(|w| w.check(worker.child.id(), now)) {
+                hot.push((i, percent));
+            }
+        }
+        let Some(point) = self.config.server.critical_point else { return };
+        for (i, percent) in hot {
+            let (index, pid) = (self.workers[i].index, self.workers[i].child.id());
+            tracing::warn!(
+                "worker #{index} (pid {pid}) is over its critical point: a shard at {percent:.0}% CPU for {} checks {} s apart (limit {}%); replacing it",
+                point.continuous,
+                point.interval,
+                point.cpu_percent
+            );
+            let kill_at = self.drain_deadline();
+            send(&self.workers[i].child, SIGTERM);
+            self.workers[i].phase = Phase::Stopping { kill_at };
+            self.restarts.push(Restart { index, at: now });
         }
     }
 
@@ -511,19 +665,45 @@ impl Worker {
     }
 }
 
-/// Reads the configuration again the way the program started (same file, same flags).
-fn reload_config(current: &Config) -> Result<Config> {
-    let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(std::env::args_os())
+/// Reads the configuration again the way the program started (same file,
+/// same flags `args`).
+fn reload_config(current: &Config, args: &[OsString]) -> Result<Config> {
+    let program = std::iter::once(OsString::from("skitai"));
+    let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(program.chain(args.iter().cloned()))
         .map_err(|e| Error::config("arguments", e.to_string().trim()))?;
-    let file = cli.config.clone().or_else(|| Some(PathBuf::from(super::DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()));
     // The program's own settings are not known here; the running ones stand in for them.
-    let mut config = match file {
+    let mut config = match super::config_file(&cli) {
         Some(path) => current.overlay_file(&path)?,
         None => current.clone(),
     };
     cli.apply(&mut config)?;
     config.validate()?;
     Ok(config)
+}
+
+/// Makes `command`'s process inherit exactly `fds` (besides standard input,
+/// output and error); with `die_with_parent` it also gets SIGTERM when this
+/// process dies (`PR_SET_PDEATHSIG`).
+pub(crate) fn pass_descriptors(command: &mut Command, fds: Vec<RawFd>, die_with_parent: bool) {
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe calls (close_range, fcntl, prctl) on descriptors
+    // that are open in the child; `fds` was allocated before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            // Descriptors this process inherited from whoever started it
+            // stay out of the child; only ours go in.
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if die_with_parent {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            }
+            Ok(())
+        });
+    }
 }
 
 fn send(child: &Child, signal: i32) {

@@ -1,6 +1,8 @@
 //! The engine: the builder an embedding program uses, start-up, and shutdown.
 
+mod cpu_watch;
 mod daemon;
+mod file_watch;
 mod listeners;
 mod master;
 mod privileges;
@@ -8,6 +10,7 @@ mod server;
 mod signals;
 mod status;
 mod systemd;
+mod upgrade;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -235,6 +238,16 @@ impl Engine {
         self.configure(|c| c.server.max_estimated_wait = seconds)
     }
 
+    /// Restarts a worker whose busiest shard stays over `cpu_percent` of its
+    /// core for `continuous` checks in a row, `interval` seconds apart
+    /// (Skitai's `set_worker_critical_point`; an `interval` of 0 turns it off).
+    /// A replacement starts at once; the hot worker gets the usual drain.
+    pub fn set_worker_critical_point(self, cpu_percent: f64, continuous: u32, interval: u64) -> Engine {
+        self.configure(|c| {
+            c.server.critical_point = Some(crate::config::CriticalPoint { cpu_percent, continuous, interval });
+        })
+    }
+
     /// Serves the admin endpoints (metrics, status page, health checks) on
     /// `address:port` (port 0 picks one).
     pub fn admin(self, address: std::net::IpAddr, port: u16) -> Engine {
@@ -252,8 +265,9 @@ impl Engine {
     /// Parses the process's command line and runs the command it names
     /// (by default: serve in the foreground until SIGTERM/SIGINT).
     pub fn run(self) -> Result<()> {
-        let cli = Cli::parse();
-        self.run_cli(cli)
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let cli = Cli::parse_from(&args);
+        self.run_cli(cli, args)
     }
 
     /// Like [`Engine::run`] with an explicit argument list (the first item is the program name).
@@ -262,11 +276,16 @@ impl Engine {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let cli = Cli::try_parse_from(args).map_err(|e| Error::config("arguments", e.to_string().trim()))?;
-        self.run_cli(cli)
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let cli = Cli::try_parse_from(&args).map_err(|e| Error::config("arguments", e.to_string().trim()))?;
+        self.run_cli(cli, args)
     }
 
-    fn run_cli(self, cli: Cli) -> Result<()> {
+    /// Runs the command `cli` names; `args` is the argument list it was
+    /// parsed from (program name first), which the master passes on to the
+    /// processes it starts.
+    fn run_cli(self, cli: Cli, args: Vec<std::ffi::OsString>) -> Result<()> {
+        let args: Vec<std::ffi::OsString> = args.into_iter().skip(1).collect();
         let config = self.load_config(&cli)?;
         // Colours only for a terminal, never into log files.
         let ansi =
@@ -296,20 +315,26 @@ impl Engine {
             Command::Install { user_unit } => exit_with(systemd::install(&config, user_unit)?),
             Command::Remove { user_unit } => exit_with(systemd::remove(&config, user_unit)?),
             Command::Reload => exit_with(daemon::reload(&config)?),
+            Command::Upgrade => exit_with(daemon::upgrade(&config)?),
             Command::Restart if !daemonized => {
                 let stopped = daemon::stop(&config)?;
                 if stopped != 0 {
                     exit_with(stopped)?;
                 }
-                exit_with(daemon::start(&config)?)
+                exit_with(daemon::start(&config, &args)?)
             }
-            Command::Start if !daemonized => exit_with(daemon::start(&config)?),
-            Command::Run if cli.daemon && !daemonized => exit_with(daemon::start(&config)?),
+            Command::Start if !daemonized => exit_with(daemon::start(&config, &args)?),
+            Command::Run if cli.daemon && !daemonized => exit_with(daemon::start(&config, &args)?),
             Command::Run | Command::Start | Command::Restart => {
-                master::set_title(&config);
+                master::set_title(&config, &args);
                 self.resolve_mounts(&config)?;
                 self.registrations.check(&config)?;
-                exit_with(master::run(config, self.registrations)?)
+                // --devel: new workers when the program or its configuration changes.
+                let watch = cli.devel.then(|| {
+                    let program = std::env::current_exe().ok();
+                    file_watch::FileWatch::new(program.into_iter().chain(config_file(&cli)))
+                });
+                exit_with(master::run(config, self.registrations, master::Invocation { args, watch })?)
             }
         }
     }
@@ -326,7 +351,8 @@ impl Engine {
         let program = Program { mounts, registrations: self.registrations, subscribers: self.subscribers };
         let launch = server::Launch { listeners: Some(bound), worker: Some(index), console };
         let server = Server::start(&config, program, cli.devel, launch)?;
-        signals::install(caught, server.shutdown_handle(), server.reload_handle(), server.state())?;
+        let quit_timeout = std::time::Duration::from_secs(config.server.quit_timeout);
+        signals::install(caught, server.shutdown_handle(), server.reload_handle(), server.state(), quit_timeout)?;
         let master = std::env::var(master::MASTER_PID_ENV).ok().and_then(|v| v.parse::<u32>().ok());
         if master.is_some_and(|pid| !master::rearm_parent_death(pid)) {
             tracing::warn!("worker #{index}: the master is gone; stopping");
@@ -338,11 +364,7 @@ impl Engine {
 
     /// Resolves the configuration: the program's settings, then the file, then the flags.
     fn load_config(&self, cli: &Cli) -> Result<Config> {
-        let file = match &cli.config {
-            Some(path) => Some(path.clone()),
-            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()),
-        };
-        let mut config = match &file {
+        let mut config = match &config_file(cli) {
             Some(path) => self.config.overlay_file(path)?,
             None => self.config.clone(),
         };
@@ -402,6 +424,14 @@ impl Engine {
             resolved.push((path, spec));
         }
         Ok(resolved)
+    }
+}
+
+/// The configuration file `cli` names, or `./skitai.toml` if there is one.
+fn config_file(cli: &Cli) -> Option<PathBuf> {
+    match &cli.config {
+        Some(path) => Some(path.clone()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()),
     }
 }
 

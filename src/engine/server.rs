@@ -104,14 +104,25 @@ fn build_protocols(config: &Config, port: u16) -> Result<(Protocols, Option<Arc<
 #[derive(Clone, Debug)]
 pub struct ShutdownHandle {
     bus: Arc<Bus>,
-    started: Arc<OnceLock<Instant>>,
+    /// When the shutdown started, and its deadline if not the configured one.
+    started: Arc<OnceLock<(Instant, Option<Duration>)>>,
 }
 
 impl ShutdownHandle {
     /// Stops accepting, lets in-flight requests finish, closes idle connections.
     /// Calling it again does nothing.
     pub fn shutdown(&self) {
-        if self.started.set(Instant::now()).is_ok() {
+        self.start(None);
+    }
+
+    /// Like [`ShutdownHandle::shutdown`], with `deadline` in place of
+    /// `shutdown_timeout` (SIGQUIT's long deadline).
+    pub fn shutdown_within(&self, deadline: Duration) {
+        self.start(Some(deadline));
+    }
+
+    fn start(&self, deadline: Option<Duration>) {
+        if self.started.set((Instant::now(), deadline)).is_ok() {
             self.send_all(Control::Drain);
         }
     }
@@ -127,7 +138,7 @@ impl ShutdownHandle {
         self.started.get().is_some()
     }
 
-    fn started_at(&self) -> Option<Instant> {
+    fn started_at(&self) -> Option<(Instant, Option<Duration>)> {
         self.started.get().copied()
     }
 }
@@ -305,7 +316,9 @@ impl Server {
                     Err(RecvTimeoutError::Timeout) => continue,
                     other => other,
                 },
-                Some(started) => self.exits.recv_deadline(started + self.shutdown_timeout),
+                Some((started, deadline)) => {
+                    self.exits.recv_deadline(started + deadline.unwrap_or(self.shutdown_timeout))
+                }
             };
             match event {
                 Ok((id, error)) => {
@@ -322,9 +335,9 @@ impl Server {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
+                    let deadline = self.shutdown.started_at().and_then(|(_, d)| d).unwrap_or(self.shutdown_timeout);
                     tracing::warn!(
-                        "shutdown deadline of {:?} passed with {running} shard(s) still busy; stopping them",
-                        self.shutdown_timeout
+                        "shutdown deadline of {deadline:?} passed with {running} shard(s) still busy; stopping them"
                     );
                     self.shutdown.send_all(Control::Stop);
                     let grace = Instant::now() + STOP_GRACE;

@@ -1,6 +1,9 @@
-//! Process signals: the first SIGTERM/SIGINT/SIGQUIT drains, a second one
-//! exits at once; SIGHUP reloads the TLS certificates; SIGUSR1 reopens the
+//! Process signals: the first SIGTERM/SIGINT drains within
+//! `shutdown_timeout`, SIGQUIT within the long `quit_timeout`, a second
+//! one exits at once; SIGHUP reloads the TLS certificates; SIGUSR1 reopens the
 //! log files (after logrotate moved them).
+
+use std::time::Duration;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
@@ -27,6 +30,7 @@ pub(crate) fn install(
     handle: ShutdownHandle,
     reload: ReloadHandle,
     state: SharedState,
+    quit_timeout: Duration,
 ) -> Result<()> {
     std::thread::Builder::new()
         .name("skitai-signals".into())
@@ -49,8 +53,13 @@ pub(crate) fn install(
                     state.remove_file();
                     std::process::exit(FORCED_EXIT_STATUS);
                 }
-                tracing::info!(signal, "stopping: draining connections");
-                handle.shutdown();
+                if signal == SIGQUIT {
+                    tracing::info!("SIGQUIT: stopping, draining connections for up to {quit_timeout:?}");
+                    handle.shutdown_within(quit_timeout);
+                } else {
+                    tracing::info!(signal, "stopping: draining connections");
+                    handle.shutdown();
+                }
             }
         })
         .map_err(|e| Error::new(ErrorKind::Internal, "cannot start the signal thread").with_source(e))?;

@@ -12,6 +12,7 @@ pub(crate) mod layout;
 pub(crate) mod shm;
 pub(crate) mod status;
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -138,6 +139,22 @@ impl Registrations {
     }
 }
 
+/// Checks that `file` holds exactly the state names and slot count this
+/// program would create (a change needs a restart).
+fn check_names(file: &StateFile, config: &Config, states: &Names, cache_keys: &Names) -> Result<()> {
+    let layout = file.layout();
+    let same = |names: &Names, at: fn(&Layout, usize) -> usize| {
+        names.slots.iter().enumerate().all(|(i, n)| file.string_at(at(&layout, i), layout::MAX_NAME_LEN) == **n)
+    };
+    if layout.slots != config.state.slots
+        || !same(states, Layout::state_name)
+        || !same(cache_keys, Layout::cache_key_name)
+    {
+        return Err(Error::config("state", "the state names or slots changed since start-up: restart to change them"));
+    }
+    Ok(())
+}
+
 impl SharedState {
     /// Creates the instance's state file (replacing a stale one) and its bus.
     /// Fails when an instance of the same name is running.
@@ -198,21 +215,45 @@ impl SharedState {
                 ),
             ));
         }
-        let same = |names: &Names, at: fn(&Layout, usize) -> usize| {
-            names.slots.iter().enumerate().all(|(i, n)| file.string_at(at(&layout, i), layout::MAX_NAME_LEN) == **n)
-        };
-        if layout.slots != config.state.slots
-            || !same(&states, Layout::state_name)
-            || !same(&cache_keys, Layout::cache_key_name)
-        {
-            return Err(Error::config(
-                "state",
-                "the state names or slots changed since start-up: restart to change them",
-            ));
-        }
+        check_names(&file, config, &states, &cache_keys)?;
         let file = Arc::new(file);
         let bus = Arc::new(Bus::new(shards, config.state.bus_capacity, file.clone()).with_first_line(first_line));
         Ok(SharedState { inner: Arc::new(Inner { file, states, cache_keys, bus, first_line }) })
+    }
+
+    /// Maps the state file of the master this process upgrades (binary
+    /// upgrade): `file` is the master's own descriptor of it, inherited, so
+    /// the lock that marks the instance running stays held without a gap
+    /// and the values live on. The layout and names must be those the file
+    /// holds. It becomes this process's at [`SharedState::take_over`].
+    pub(crate) fn adopt(config: &Config, program: &Registrations, shards: usize, file: File) -> Result<SharedState> {
+        let (states, cache_keys) = program.names(config)?;
+        let path = state_file_path(config);
+        let file = StateFile::adopt(&path, file).map_err(|e| Error::config("state.dir", e))?;
+        if file.layout().shards != shards {
+            return Err(Error::config(
+                "server.workers",
+                format!(
+                    "the running instance has {} shard lines and this program would need {shards}: workers and shards keep their numbers across an upgrade (restart to change them)",
+                    file.layout().shards
+                ),
+            ));
+        }
+        check_names(&file, config, &states, &cache_keys)?;
+        let file = Arc::new(file);
+        let bus = Arc::new(Bus::new(shards, config.state.bus_capacity, file.clone()));
+        Ok(SharedState { inner: Arc::new(Inner { file, states, cache_keys, bus, first_line: 0 }) })
+    }
+
+    /// Makes an adopted state file this process's (once the upgrade succeeded).
+    pub(crate) fn take_over(&self) {
+        self.inner.file.take_over();
+    }
+
+    /// Leaves the state file in place when this process ends: another
+    /// process (the new master of a binary upgrade) owns it now.
+    pub(crate) fn disown(&self) {
+        self.inner.file.disown();
     }
 
     /// The state-file line of this process's shard `shard`.

@@ -60,7 +60,8 @@ pub(crate) struct StateFile {
     path: PathBuf,
     /// Holds the lock of a file we created.
     file: File,
-    owner: bool,
+    /// True in the process that removes the file when it ends.
+    owner: AtomicBool,
     removed: AtomicBool,
 }
 
@@ -144,7 +145,7 @@ impl StateFile {
             layout: new.layout,
             path: path.to_owned(),
             file,
-            owner: true,
+            owner: AtomicBool::new(true),
             removed: AtomicBool::new(false),
         };
         state.write_initial(new);
@@ -173,7 +174,7 @@ impl StateFile {
             layout: Layout { shards: 0, slots: 0 },
             path: path.to_owned(),
             file,
-            owner: false,
+            owner: AtomicBool::new(false),
             removed: AtomicBool::new(false),
         };
         // Relaxed loads plus a fence: the only atomic loads Rust promises on read-only memory.
@@ -218,9 +219,58 @@ impl StateFile {
             layout: reader.layout,
             path: path.to_owned(),
             file,
-            owner: false,
+            owner: AtomicBool::new(false),
             removed: AtomicBool::new(false),
         })
+    }
+
+    /// Maps the file at `path` through `file`, a descriptor of it inherited
+    /// from the process that created it (it shares that process's lock),
+    /// after checking the header; [`StateFile::take_over`] makes it ours.
+    pub(crate) fn adopt(path: &Path, file: File) -> Result<StateFile, OpenError> {
+        let io = |source| OpenError::Io { path: path.to_owned(), source };
+        let reader = StateFile::open_read_only(path)?;
+        let (ours, there) = (file.metadata().map_err(io)?, reader.file.metadata().map_err(io)?);
+        if ours.ino() != there.ino() || ours.dev() != there.dev() {
+            return Err(OpenError::Invalid { path: path.to_owned(), why: "it is not the file the old master passed" });
+        }
+        let mapping = MmapRaw::map_raw(&file).map_err(io)?;
+        if mapping.len() != reader.len() {
+            return Err(OpenError::Invalid { path: path.to_owned(), why: "it changed size while being adopted" });
+        }
+        Ok(StateFile {
+            mapping,
+            layout: reader.layout,
+            path: path.to_owned(),
+            file,
+            owner: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+        })
+    }
+
+    /// Makes an adopted file this process's: it records this process's pid
+    /// and skitai version in the header and removes the file when it ends.
+    pub(crate) fn take_over(&self) {
+        self.u32_at(header::PID).store(std::process::id(), Ordering::Release);
+        // Others read the header meanwhile: written by whole atomic words.
+        let mut version = [0u8; layout::MAX_VERSION_LEN + 1];
+        put_string(&mut version, 0, layout::MAX_VERSION_LEN, env!("CARGO_PKG_VERSION"));
+        for (i, word) in version.chunks_exact(8).enumerate() {
+            let word = u64::from_ne_bytes(word.try_into().expect("8-byte chunk"));
+            self.u64_at(header::SKITAI_VERSION + 8 * i).store(word, Ordering::Release);
+        }
+        self.owner.store(true, Ordering::Release);
+    }
+
+    /// The descriptor of the file (it carries the instance's lock), for a
+    /// new master to inherit.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// Leaves the file in place when this process ends: another process owns it now.
+    pub(crate) fn disown(&self) {
+        self.removed.store(true, Ordering::Release);
     }
 
     /// The layout of this file.
@@ -251,7 +301,7 @@ impl StateFile {
     /// Removes the file if this process created it and it is still the one
     /// at the path; later calls do nothing.
     pub(crate) fn remove(&self) {
-        if !self.owner || self.removed.swap(true, Ordering::AcqRel) {
+        if !self.owner.load(Ordering::Acquire) || self.removed.swap(true, Ordering::AcqRel) {
             return;
         }
         let ours = self.file.metadata().ok();

@@ -1021,3 +1021,36 @@ pub fn children_of(parent: u32) -> Vec<u32> {
     pids.sort_unstable();
     pids
 }
+
+/// `/proc/PID/cmdline` as text (arguments joined by spaces).
+pub fn cmdline(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" ")
+}
+
+/// Waits up to `limit` for `f` to hold (checking every 50 ms); its last answer.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// True while process `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// True when a fresh connection to `server` gets a 200 for `GET /`.
+pub fn hello_answers(server: &Server) -> bool {
+    let mut c = server.connect();
+    c.send(get("/"));
+    c.read_response().status == 200
+}
