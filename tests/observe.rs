@@ -663,9 +663,10 @@ both_drivers! {
 
 both_drivers! {
     /// `[log] path`: request lines go to request.log (not stdout), the
-    /// `listening on` line to server.log, `cx.log` lines to app.log; after
-    /// request.log is renamed and SIGUSR1 sent, new lines go to a new
-    /// request.log and the old ones stay in the renamed file.
+    /// worker's `listening on` line and the master's lines to server.log,
+    /// `cx.log` lines to app.log; after request.log is renamed and SIGUSR1
+    /// sent, new lines go to a new request.log and the old ones stay in the
+    /// renamed file.
     fn log_files_and_sigusr1(io) {
         let logs = tempfile::tempdir().unwrap();
         let dir = logs.path();
@@ -673,6 +674,7 @@ both_drivers! {
         let (request_log, server_log, app_log) = (dir.join("request.log"), dir.join("server.log"), dir.join("app.log"));
 
         file_line(&server_log, "listening on http://");
+        file_line(&server_log, &format!("master pid {}", server.pid()));
         assert_eq!(txn(&server, "observe-file-1", &["X-Gtxn-Id: file-gtx"])["gtxid"], "file-gtx");
         assert_eq!(curl_fetch(&["-A", "observe-file-2", &server.url("/")]).0, 200);
         let line = file_line(&request_log, "\"observe-file-1\"");
@@ -685,9 +687,11 @@ both_drivers! {
         let rotated = dir.join("request.log.1");
         fs::rename(&request_log, &rotated).unwrap();
         server.signal(libc::SIGUSR1);
-        let said = wait_line("stderr", || server.stderr(), "SIGUSR1");
-        assert!(said.contains("3 log file(s) reopened"), "{said:?}");
-        file_line(&server_log, "SIGUSR1");
+        wait_line("stderr", || server.stderr(), "SIGUSR1: 3 log file(s) reopened");
+        // The master's own: server.log and app.log.
+        wait_line("stderr", || server.stderr(), "SIGUSR1: 2 log file(s) of the master reopened");
+        file_line(&server_log, "SIGUSR1: 3 log file(s) reopened");
+        file_line(&server_log, "of the master reopened");
 
         assert_eq!(curl_fetch(&["-A", "observe-file-3", &server.url("/")]).0, 200);
         file_line(&request_log, "\"observe-file-3\"");
@@ -1417,4 +1421,35 @@ both_drivers! {
         assert_eq!((ws["opened"].as_u64(), ws["open"].as_u64()), (Some(1), Some(0)), "{j}");
         assert_eq!((ws["messages_received"].as_u64(), ws["messages_sent"].as_u64()), (Some(3), Some(3)), "{j}");
     }
+}
+
+/// With two worker processes, a scrape sees the whole instance whichever
+/// worker answers it: each worker publishes its shards' metrics each
+/// second and adds the other's to its own.
+#[test]
+fn metrics_cover_every_worker() {
+    let server = hello(Io::Uring).arg("--workers").arg("2").config("[admin]\nport = 0\n").start();
+    let admin = admin_addr(&server);
+    // New connections spread over both workers' listeners.
+    for _ in 0..40 {
+        assert_eq!(get_on(server.addr(), "/").status, 200);
+    }
+    let m = wait_metrics(admin, "40 requests", |m| m.sum("skitai_requests_total", &[]) >= 40.0);
+    m.expect("skitai_requests_total", &[("protocol", "http/1.1"), ("class", "2xx")], 40.0);
+    let shards: std::collections::BTreeSet<&str> = m
+        .matching("skitai_requests_total", &[])
+        .flat_map(|s| s.labels.iter().filter(|(k, _)| k == "shard").map(|(_, v)| v.as_str()))
+        .collect();
+    assert_eq!(shards.into_iter().collect::<Vec<_>>(), ["0", "1"], "one shard per worker, numbered across workers");
+    let per_shard: Vec<f64> =
+        ["0", "1"].iter().map(|shard| m.sum("skitai_requests_total", &[("shard", shard)])).collect();
+    assert!(per_shard.iter().all(|&n| n > 0.0), "both workers served some: {per_shard:?}");
+    // Once both have published since the last request (each second), every
+    // scrape (fresh connections: either worker may answer) sees all of it.
+    thread::sleep(Duration::from_millis(1500));
+    for _ in 0..10 {
+        scrape(admin).expect("skitai_requests_total", &[("protocol", "http/1.1"), ("class", "2xx")], 40.0);
+    }
+    let j = get_json(admin, "/metrics.json");
+    assert_eq!(j["shards"].as_array().map(Vec::len), Some(2), "{j}");
 }

@@ -131,6 +131,8 @@ struct Master {
     state: SharedState,
     /// A binary upgrade in progress: the new master, not yet serving.
     upgrade: Option<Upgrade>,
+    /// Set once a new master took the instance over (binary upgrade).
+    handed_over: bool,
 }
 
 /// How the program was started, for the processes the master starts.
@@ -140,6 +142,8 @@ pub(crate) struct Invocation {
     pub(crate) args: Vec<OsString>,
     /// Devel mode: a change of these files reloads like SIGHUP.
     pub(crate) watch: Option<FileWatch>,
+    /// Whether log lines also go to the console (see [`super::server::route_server_logs`]).
+    pub(crate) console: bool,
 }
 
 /// Runs the master in this process until the instance stops; the result is
@@ -149,6 +153,7 @@ pub(crate) fn run(config: Config, registrations: Registrations, invocation: Invo
     let workers = config.server.workers;
     let signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])
         .map_err(|e| Error::new(ErrorKind::Internal, "cannot install signal handlers").with_source(e))?;
+    super::server::route_server_logs(&config, invocation.console)?;
     let inherited = super::upgrade::inherited()?;
     let upgraded = inherited.is_some();
     let (state, bound) = match inherited {
@@ -184,6 +189,7 @@ pub(crate) fn run(config: Config, registrations: Registrations, invocation: Invo
         watch: invocation.watch,
         state,
         upgrade: None,
+        handed_over: false,
     };
     tracing::info!("{} master pid {}: {workers} worker(s) × {shards} shard(s)", master.config.name, std::process::id());
     if let Err(code) = master.start_first() {
@@ -205,6 +211,9 @@ pub(crate) fn run(config: Config, registrations: Registrations, invocation: Invo
     }
     notify_ready_from_env();
     let code = master.supervise(signals);
+    if !master.handed_over {
+        crate::observe::peers::Peers::remove_all(&master.config, shards * workers);
+    }
     drop(pid_file);
     Ok(code)
 }
@@ -324,7 +333,8 @@ impl Master {
             SIGHUP if self.stopping.is_none() => self.reload(),
             SIGHUP => {}
             SIGUSR1 => {
-                tracing::debug!("SIGUSR1: telling the workers to reopen their log files");
+                let n = crate::observe::output::reopen_files();
+                tracing::info!("SIGUSR1: {n} log file(s) of the master reopened; the workers reopen theirs");
                 self.signal_all(SIGUSR1);
             }
             SIGUSR2 if self.stopping.is_none() => self.start_upgrade(),
@@ -400,6 +410,7 @@ impl Master {
             self.upgrade = None;
             tracing::info!("SIGUSR2: upgraded: the new master (pid {pid}) serves; this one and its workers drain");
             self.state.disown();
+            self.handed_over = true;
             if let Some(n) = &self.notifier {
                 n.send(&format!("MAINPID={pid}\nREADY=1\nSTATUS=serving (upgraded)"));
             }

@@ -334,7 +334,8 @@ impl Engine {
                     let program = std::env::current_exe().ok();
                     file_watch::FileWatch::new(program.into_iter().chain(config_file(&cli)))
                 });
-                exit_with(master::run(config, self.registrations, master::Invocation { args, watch })?)
+                let console = console(&cli);
+                exit_with(master::run(config, self.registrations, master::Invocation { args, watch, console })?)
             }
         }
     }
@@ -345,7 +346,7 @@ impl Engine {
         let shards = config.shard_count();
         let text = std::env::var(listeners::LISTEN_ENV).unwrap_or_default();
         let bound = listeners::Bound::inherited(&text, shards)?;
-        let console = !cli.silent && std::env::var_os(daemon::DAEMON_ENV).is_none();
+        let console = console(&cli);
         let caught = signals::register()?;
         let mounts = self.resolve_mounts(&config)?;
         let program = Program { mounts, registrations: self.registrations, subscribers: self.subscribers };
@@ -425,6 +426,11 @@ impl Engine {
         }
         Ok(resolved)
     }
+}
+
+/// True when logs also go to the console: not `--silent`, not a daemon.
+fn console(cli: &Cli) -> bool {
+    !cli.silent && std::env::var_os(daemon::DAEMON_ENV).is_none()
 }
 
 /// The configuration file `cli` names, or `./skitai.toml` if there is one.

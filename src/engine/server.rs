@@ -16,6 +16,7 @@ use crate::observe::RequestLog;
 use crate::observe::access_log::LogOff;
 use crate::observe::admin::AdminFactory;
 use crate::observe::output::{self, Output, RequestSink};
+use crate::observe::peers::Peers;
 use crate::proto::ListenerRole;
 use crate::shard::bus::Bus;
 use crate::shard::services::GlobalSubscriber;
@@ -206,6 +207,7 @@ impl Server {
         let subscribers = Arc::new(program.subscribers);
         let limits = config.limits();
         let (exit_tx, exits) = unbounded();
+        let peers = launch.worker.and_then(|worker| Peers::new(config, worker, count)).map(Arc::new);
         let mut shards = Vec::with_capacity(count);
         for id in 0..count {
             let plan = ShardPlan {
@@ -223,6 +225,7 @@ impl Server {
                 request_log: request_log.clone(),
                 admin: admin_addr.is_some().then(|| admin_factory.clone()),
                 admin_mount: config.admin.mount.clone(),
+                peers: peers.clone(),
             };
             let exit_tx = exit_tx.clone();
             let handle = shard::spawn(plan, move |id, error| {
@@ -382,26 +385,42 @@ type StartedLogs = (Option<Arc<RequestLog>>, Option<LogThread>);
 /// Sets up the logs for `config`: the server and app logs go to their files
 /// (and the console) from now on, and the request log gets its writer
 /// thread, unless it is off or has nowhere to go (no files, no console).
-fn start_logs(config: &Config, console: bool) -> Result<StartedLogs> {
-    let log = &config.log;
-    let dir = log.directory(&config.data_dir());
-    let key = if log.path.is_some() { "log.path" } else { "log.file_logging" };
-    let open = |file: &str, also_console: bool| -> Result<Arc<Output>> {
-        let dir = dir.as_ref().expect("called only with a directory");
-        Output::file(dir.join(file), also_console)
+/// The configuration key that puts the logs in files.
+fn log_dir_key(config: &Config) -> &'static str {
+    if config.log.path.is_some() { "log.path" } else { "log.file_logging" }
+}
+
+/// Sends the server and app logs to `server.log` and `app.log` in the log
+/// directory, when the logs go to files (and to standard error as well
+/// when `console`), else to standard error; returns the directory. The
+/// master calls it too, so its lines (starts, restarts, reloads) are in
+/// `server.log` with the workers'.
+pub(crate) fn route_server_logs(config: &Config, console: bool) -> Result<Option<std::path::PathBuf>> {
+    let Some(dir) = config.log.directory(&config.data_dir()) else {
+        output::route_logs(Output::stderr(), Output::stderr());
+        return Ok(None);
+    };
+    let key = log_dir_key(config);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::config(key, format!("cannot create {}: {e}", dir.display())))?;
+    let open = |file: &str| -> Result<Arc<Output>> {
+        Output::file(dir.join(file), console)
             .map_err(|e| Error::config(key, format!("cannot open {}: {e}", dir.join(file).display())))
     };
-    let requests_to = match &dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::config(key, format!("cannot create {}: {e}", dir.display())))?;
-            output::route_logs(open("server.log", console)?, open("app.log", console)?);
-            log.requests.then(|| open("request.log", false)).transpose()?
+    output::route_logs(open("server.log")?, open("app.log")?);
+    Ok(Some(dir))
+}
+
+fn start_logs(config: &Config, console: bool) -> Result<StartedLogs> {
+    let log = &config.log;
+    let requests_to = match route_server_logs(config, console)? {
+        Some(dir) if log.requests => {
+            let path = dir.join("request.log");
+            let file = Output::file(path.clone(), false)
+                .map_err(|e| Error::config(log_dir_key(config), format!("cannot open {}: {e}", path.display())))?;
+            Some(file)
         }
-        None => {
-            output::route_logs(Output::stderr(), Output::stderr());
-            (log.requests && console).then(Output::stdout)
-        }
+        Some(_) => None,
+        None => (log.requests && console).then(Output::stdout),
     };
     let Some(to) = requests_to else { return Ok((None, None)) };
     let (sink, thread) = RequestSink::start(to)

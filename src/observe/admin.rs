@@ -37,17 +37,23 @@ struct Admin {
     started: SystemTime,
 }
 
-/// Every shard's metrics, gathered through the bus; shards that cannot
-/// answer (stopped, or their queue is full) are left out.
+/// Every shard's metrics: this worker's gathered through the bus (shards
+/// that cannot answer, stopped or with a full queue, are left out), and the
+/// other workers' latest published ones.
 async fn gather(cx: &Ctx) -> Vec<ShardSnapshot> {
     let answers = cx.fan_out(|info| ShardServices::current().map(|s| s.snapshot(info.id))).await;
-    match answers {
+    let mut all: Vec<ShardSnapshot> = match answers {
         Ok(all) => all.into_iter().flatten().collect(),
         Err(e) => {
             tracing::debug!("metrics: {e}");
             ShardServices::current().map(|s| vec![s.snapshot(cx.shard_id())]).unwrap_or_default()
         }
+    };
+    if let Some(peers) = ShardServices::current().and_then(|s| s.peers.clone()) {
+        all.extend(peers.others());
+        all.sort_by_key(|s| s.shard);
     }
+    all
 }
 
 impl Handler for Admin {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use http::Version;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Highest handling time a histogram records exactly (an hour, in µs); longer ones count as this.
 const HISTOGRAM_MAX_US: u64 = 3_600_000_000;
@@ -228,8 +228,9 @@ fn bump(cell: &Cell<u64>, by: u64) {
     cell.set(cell.get().wrapping_add(by));
 }
 
-/// One shard's metrics at one moment.
-#[derive(Debug, Clone)]
+/// One shard's metrics at one moment (also what a worker publishes for
+/// the others to read, see [`super::peers`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ShardSnapshot {
     pub(crate) shard: usize,
     /// By protocol ([`PROTOCOLS`]) and status class ([`CLASSES`]).
@@ -244,6 +245,7 @@ pub(crate) struct ShardSnapshot {
     pub(crate) ws_messages_in: u64,
     pub(crate) ws_messages_out: u64,
     /// Handling time (µs) by mount.
+    #[serde(with = "histograms_as_counts")]
     pub(crate) histograms: Vec<(Box<str>, Histogram<u64>)>,
     pub(crate) connections: usize,
     pub(crate) in_flight: usize,
@@ -251,6 +253,39 @@ pub(crate) struct ShardSnapshot {
     pub(crate) driver: String,
     pub(crate) draining: bool,
     pub(crate) log_dropped: u64,
+}
+
+/// Histograms written as their recorded (value, count) pairs, and read
+/// back into histograms of the same bounds.
+mod histograms_as_counts {
+    use hdrhistogram::Histogram;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    type Counts = Vec<(Box<str>, Vec<(u64, u64)>)>;
+
+    pub(super) fn serialize<S: Serializer>(h: &[(Box<str>, Histogram<u64>)], s: S) -> Result<S::Ok, S::Error> {
+        let counts: Counts = h
+            .iter()
+            .map(|(mount, h)| {
+                (mount.clone(), h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect())
+            })
+            .collect();
+        counts.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Box<str>, Histogram<u64>)>, D::Error> {
+        let counts = Counts::deserialize(d)?;
+        Ok(counts
+            .into_iter()
+            .map(|(mount, values)| {
+                let mut h = super::new_histogram();
+                for (value, count) in values {
+                    h.saturating_record_n(value, count);
+                }
+                (mount, h)
+            })
+            .collect())
+    }
 }
 
 /// Quantiles reported for handling times.

@@ -6,6 +6,7 @@ pub(crate) mod access_log;
 pub(crate) mod admin;
 pub(crate) mod metrics;
 pub(crate) mod output;
+pub(crate) mod peers;
 mod txn;
 
 use std::cell::RefCell;

@@ -28,6 +28,7 @@ use crate::apps::static_files::StaticFiles;
 use crate::config::{IoMode, Limits};
 use crate::mount::{HandlerFactory, Mount, MountSpec, MountTable, ShardInfo, Target};
 use crate::observe::metrics::ShardMetrics;
+use crate::observe::peers::{PUBLISH_EVERY, Peers};
 use crate::observe::{LOG_FLUSH_EVERY, RequestLog, ShardLog};
 use crate::proto::ListenerRole;
 use crate::state::{Driver, SharedState};
@@ -59,6 +60,8 @@ pub(crate) struct ShardPlan {
     pub(crate) admin: Option<Arc<dyn HandlerFactory>>,
     /// Where the admin endpoints are mounted on the main listeners, if they are.
     pub(crate) admin_mount: Option<String>,
+    /// The other workers' metrics, with more than one worker.
+    pub(crate) peers: Option<Arc<Peers>>,
 }
 
 /// A running shard seen from the thread that started it.
@@ -118,6 +121,7 @@ fn run_shard(plan: ShardPlan) -> Result<(), String> {
         request_log,
         admin,
         admin_mount,
+        peers,
     } = plan;
     let pinned = core.is_some_and(core_affinity::set_for_current);
     let chosen = Rc::new(std::cell::Cell::new("?"));
@@ -148,7 +152,7 @@ fn run_shard(plan: ShardPlan) -> Result<(), String> {
         let metrics = ShardMetrics::new(table.prefixes());
         metrics.set_driver(chosen_in_runtime.get());
         let log = request_log.map(ShardLog::new);
-        let services = ShardServices::new(info, shard_state, &subscribers, metrics, log);
+        let services = ShardServices::new(info, shard_state, &subscribers, metrics, log, peers);
         let ctx = Rc::new(ShardCtx::new(
             info.id,
             limits,
@@ -178,6 +182,9 @@ async fn shard_main(ctx: Rc<ShardCtx>, listeners: Vec<(StdTcpListener, ListenerR
     monoio::spawn(bus_loop(ctx.clone()));
     if ctx.services().log.is_some() {
         monoio::spawn(log_flush_loop(ctx.clone()));
+    }
+    if ctx.services().peers.is_some() {
+        monoio::spawn(publish_metrics_loop(ctx.clone()));
     }
     // The accept loops end when a control message (drain, stop) comes;
     // ending, they close this shard's listeners.
@@ -211,6 +218,23 @@ async fn log_flush_loop(ctx: Rc<ShardCtx>) {
         monoio::time::sleep(LOG_FLUSH_EVERY).await;
         if let Some(log) = &ctx.services().log {
             log.flush();
+        }
+    }
+}
+
+/// With more than one worker: publishes this shard's metrics for the other
+/// workers each second, until the shard drains (a draining shard's numbers
+/// are about to be replaced by its successor's).
+async fn publish_metrics_loop(ctx: Rc<ShardCtx>) {
+    loop {
+        monoio::time::sleep(PUBLISH_EVERY).await;
+        let services = ctx.services();
+        let Some(peers) = &services.peers else { return };
+        if ctx.draining() {
+            return;
+        }
+        if let Err(e) = peers.publish(&services.snapshot(ctx.id)) {
+            tracing::debug!(shard = ctx.id, "cannot publish metrics: {e}");
         }
     }
 }

@@ -13,6 +13,7 @@ use super::bus::{BusError, Message};
 use crate::mount::ShardInfo;
 use crate::observe::ShardLog;
 use crate::observe::metrics::{ShardMetrics, ShardSnapshot};
+use crate::observe::peers::Peers;
 use crate::state::{Event, SharedState};
 
 thread_local! {
@@ -42,6 +43,8 @@ pub(crate) struct ShardServices {
     pub(crate) metrics: ShardMetrics,
     /// This shard's request log buffer, when the request log is on.
     pub(crate) log: Option<ShardLog>,
+    /// The other workers' metrics, with more than one worker.
+    pub(crate) peers: Option<Arc<Peers>>,
 }
 
 impl std::fmt::Debug for ShardServices {
@@ -58,6 +61,7 @@ impl ShardServices {
         global: &[GlobalSubscriber],
         metrics: ShardMetrics,
         log: Option<ShardLog>,
+        peers: Option<Arc<Peers>>,
     ) -> Rc<ShardServices> {
         let services = Rc::new(ShardServices {
             info,
@@ -67,6 +71,7 @@ impl ShardServices {
             ws_rooms: RefCell::default(),
             metrics,
             log,
+            peers,
         });
         for (event, f) in global {
             let f = f.clone();
@@ -85,7 +90,8 @@ impl ShardServices {
     /// A copy of this shard's metrics.
     pub(crate) fn snapshot(&self, shard: usize) -> ShardSnapshot {
         let mut snapshot = self.metrics.snapshot();
-        snapshot.shard = shard;
+        // Numbered across workers, so each shard of the instance has its own number.
+        snapshot.shard = self.peers.as_ref().map_or(shard, |p| p.global(shard));
         snapshot.log_dropped = self.log.as_ref().map_or(0, ShardLog::dropped);
         snapshot
     }
