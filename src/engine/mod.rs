@@ -346,7 +346,7 @@ impl Engine {
         let shards = config.shard_count();
         let text = std::env::var(listeners::LISTEN_ENV).unwrap_or_default();
         let bound = listeners::Bound::inherited(&text, shards)?;
-        let console = console(&cli);
+        let console = console(cli);
         let caught = signals::register()?;
         let mounts = self.resolve_mounts(&config)?;
         let program = Program { mounts, registrations: self.registrations, subscribers: self.subscribers };

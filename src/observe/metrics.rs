@@ -262,8 +262,9 @@ mod histograms_as_counts {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     type Counts = Vec<(Box<str>, Vec<(u64, u64)>)>;
+    type ByMount = Vec<(Box<str>, Histogram<u64>)>;
 
-    pub(super) fn serialize<S: Serializer>(h: &[(Box<str>, Histogram<u64>)], s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(h: &ByMount, s: S) -> Result<S::Ok, S::Error> {
         let counts: Counts = h
             .iter()
             .map(|(mount, h)| {
@@ -273,7 +274,7 @@ mod histograms_as_counts {
         counts.serialize(s)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Box<str>, Histogram<u64>)>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ByMount, D::Error> {
         let counts = Counts::deserialize(d)?;
         Ok(counts
             .into_iter()

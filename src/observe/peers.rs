@@ -97,8 +97,7 @@ mod tests {
     #[test]
     fn a_published_snapshot_is_read_by_the_other_worker_only() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.name = "peers".into();
+        let mut config = Config { name: "peers".into(), ..Config::default() };
         config.state.dir = Some(dir.path().to_owned());
         config.server.workers = 2;
         let first = Peers::new(&config, 0, 2).unwrap();
