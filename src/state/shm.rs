@@ -210,9 +210,15 @@ impl StateFile {
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY)
             .open(path)
             .map_err(|source| OpenError::Io { path: path.to_owned(), source })?;
+        StateFile::map_checked(path, file, &reader, "it changed size while being attached")
+    }
+
+    /// Maps `file` (the file at `path`) read-write, not owned, with the
+    /// layout `reader` checked; `resized` says what a size change means.
+    fn map_checked(path: &Path, file: File, reader: &StateFile, resized: &'static str) -> Result<StateFile, OpenError> {
         let mapping = MmapRaw::map_raw(&file).map_err(|source| OpenError::Io { path: path.to_owned(), source })?;
         if mapping.len() != reader.len() {
-            return Err(OpenError::Invalid { path: path.to_owned(), why: "it changed size while being attached" });
+            return Err(OpenError::Invalid { path: path.to_owned(), why: resized });
         }
         Ok(StateFile {
             mapping,
@@ -234,18 +240,7 @@ impl StateFile {
         if ours.ino() != there.ino() || ours.dev() != there.dev() {
             return Err(OpenError::Invalid { path: path.to_owned(), why: "it is not the file the old master passed" });
         }
-        let mapping = MmapRaw::map_raw(&file).map_err(io)?;
-        if mapping.len() != reader.len() {
-            return Err(OpenError::Invalid { path: path.to_owned(), why: "it changed size while being adopted" });
-        }
-        Ok(StateFile {
-            mapping,
-            layout: reader.layout,
-            path: path.to_owned(),
-            file,
-            owner: AtomicBool::new(false),
-            removed: AtomicBool::new(false),
-        })
+        StateFile::map_checked(path, file, &reader, "it changed size while being adopted")
     }
 
     /// Makes an adopted file this process's: it records this process's pid
