@@ -170,7 +170,11 @@ fn wait_accepting(server: &mut Server, addr: SocketAddr) {
 
 /// The admin listener's address, from the `admin on http://ADDR (...)` line.
 fn admin_addr(server: &Server) -> SocketAddr {
-    let line = wait_line("stderr", || server.stderr(), "admin on http://");
+    admin_addr_of(&wait_line("stderr", || server.stderr(), "admin on http://"))
+}
+
+/// The address in an `admin on http://ADDR (...)` line.
+fn admin_addr_of(line: &str) -> SocketAddr {
     let rest = &line[line.find("admin on http://").unwrap() + "admin on http://".len()..];
     let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
     addr.parse().unwrap_or_else(|_| panic!("no address in {line:?}"))
@@ -1429,7 +1433,16 @@ both_drivers! {
 #[test]
 fn metrics_cover_every_worker() {
     let server = hello(Io::Uring).arg("--workers").arg("2").config("[admin]\nport = 0\n").start();
-    let admin = admin_addr(&server);
+    // Each worker says where the (one, shared) admin listener is.
+    assert!(
+        eventually(Duration::from_secs(10), || server.stderr().matches("admin on http://").count() == 2),
+        "{}",
+        server.stderr()
+    );
+    let stderr = server.stderr();
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("admin on http://")).collect();
+    let admin = admin_addr_of(lines[0]);
+    assert_eq!(admin_addr_of(lines[1]), admin);
     // New connections spread over both workers' listeners.
     for _ in 0..40 {
         assert_eq!(get_on(server.addr(), "/").status, 200);

@@ -46,6 +46,8 @@ pub(crate) struct Head {
     /// The `X-Gtxn-Id` and `X-Ltxn-Id` fields (transaction ids), found in
     /// the same pass, so no lookup is needed for them.
     pub(crate) txn: (Option<HeaderValue>, Option<HeaderValue>),
+    /// An `Upgrade` field is present (h2c or WebSocket may be asked).
+    pub(crate) upgrade: bool,
 }
 
 fn bad(detail: &'static str) -> Error {
@@ -161,7 +163,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
-    Ok(Some(Head { request, framing, keep_alive, expect_continue, accept, txn }))
+    Ok(Some(Head { request, framing, keep_alive, expect_continue, accept, txn, upgrade: facts.upgrade }))
 }
 
 /// Where a field's name and value sit in the head.
@@ -189,6 +191,8 @@ struct Facts {
     /// Indexes of the first `X-Gtxn-Id` and `X-Ltxn-Id` fields.
     gtxn: Option<usize>,
     ltxn: Option<usize>,
+    /// An `Upgrade` field is present.
+    upgrade: bool,
 }
 
 /// The transfer codings seen so far.
@@ -218,6 +222,7 @@ impl Facts {
                 self.expect = Some(trim_ows(value).eq_ignore_ascii_case(b"100-continue"));
             }
             6 if name.eq_ignore_ascii_case(b"accept") => self.accept = Some(index),
+            7 if name.eq_ignore_ascii_case(b"upgrade") => self.upgrade = true,
             9 if self.gtxn.is_none() && name.eq_ignore_ascii_case(b"x-gtxn-id") => self.gtxn = Some(index),
             9 if self.ltxn.is_none() && name.eq_ignore_ascii_case(b"x-ltxn-id") => self.ltxn = Some(index),
             10 if name.eq_ignore_ascii_case(b"connection") => {
