@@ -135,7 +135,7 @@ pub mod internals {
     pub fn encode_hello_head(dst: &mut BytesMut) {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        encode_head(StatusCode::OK, &headers, Framing::Length(13), true, false, dst);
+        let _ = encode_head(StatusCode::OK, &headers, Framing::Length(13), true, false, dst);
     }
 
     /// A mount table with handlers that are never called, for lookup benchmarks.

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::LocalBoxFuture;
-use http::header::{self, HeaderValue};
+use http::header::HeaderValue;
 use http::{Method, StatusCode, Version};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 
 use super::decode::{Decoded, Decoder};
 use super::encode::{self, LAST_CHUNK, encode_chunk, encode_head, status_has_no_body};
-use super::parse::{Framing, Head, parse_head};
+use super::parse::{Framing, Head, parse_head, txn_refs};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{Body, BodySource, FileBody, FilePart, Response, error_response, header_pool};
 use crate::net::{Cork, Sent, ZeroCopyWrite, send_file};
@@ -373,7 +373,7 @@ where
                 return Next::UpgradeH2c;
             }
         }
-        let found = Some((txn.0.as_ref(), txn.1.as_ref()));
+        let found = Some(txn_refs(&txn));
         let mut exchange =
             shard.exchange(self.site, self.peer, RequestHead { txn: found, ..RequestHead::of(&request) });
         let mut from = 0;
@@ -420,7 +420,7 @@ where
         };
         let handled = exchange.answered_at();
         let status = response.status().as_u16();
-        let keep_alive = keep_alive && !self.must_close(&response);
+        let keep_alive = keep_alive && !self.shard.draining();
         let (next, sent) = self.respond(response, is_head, keep_alive, http10).await;
         exchange.finish(status, 0, sent, handled);
         next
@@ -434,12 +434,6 @@ where
         }
     }
 
-    /// True when the connection must close after `response` (draining, or the handler asked).
-    fn must_close(&self, response: &Response) -> bool {
-        self.shard.draining()
-            || response.headers().get(header::CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
-    }
-
     /// Sends a response: small in-memory bodies are encoded straight into the
     /// batch buffer; large or streamed bodies go through the boxed writer.
     /// Also returns the body bytes sent.
@@ -451,7 +445,7 @@ where
                 let no_body = status_has_no_body(parts.status);
                 let len = full.as_ref().map_or(0, |b| b.len() as u64);
                 let framing = if no_body { encode::Framing::None } else { encode::Framing::Length(len) };
-                encode_head(parts.status, &parts.headers, framing, keep_alive, http10, &mut self.out);
+                keep_alive = encode_head(parts.status, &parts.headers, framing, keep_alive, http10, &mut self.out);
                 header_pool::give_back(parts.headers);
                 match full.filter(|_| !is_head && !no_body) {
                     Some(bytes) if bytes.len() >= DIRECT_WRITE_MIN => {
@@ -471,7 +465,7 @@ where
             Err(body) => match body.try_into_file() {
                 Ok(file) => {
                     let framing = encode::Framing::Length(file.len());
-                    encode_head(parts.status, &parts.headers, framing, keep_alive, http10, &mut self.out);
+                    keep_alive = encode_head(parts.status, &parts.headers, framing, keep_alive, http10, &mut self.out);
                     if is_head || status_has_no_body(parts.status) {
                         Ok(())
                     } else {
@@ -481,7 +475,7 @@ where
                 Err(body) => {
                     // An HTTP/1.0 client cannot take chunks: the body ends when we close.
                     keep_alive &= !(http10 && body.exact_len().is_none());
-                    Box::pin(self.write_stream(parts, body, is_head, keep_alive, http10, &mut sent)).await
+                    Box::pin(self.write_stream(parts, body, is_head, &mut keep_alive, http10, &mut sent)).await
                 }
             },
         };
@@ -573,7 +567,7 @@ where
         let mut keep_alive = keep_alive;
 
         let shard = self.shard.clone();
-        let found = Some((txn.0.as_ref(), txn.1.as_ref()));
+        let found = Some(txn_refs(&txn));
         let mut exchange =
             shard.exchange(self.site, self.peer, RequestHead { txn: found, ..RequestHead::of(&request) });
         if let Framing::Length(n) = framing {
@@ -613,7 +607,7 @@ where
             response = self.error_response(&failure, accept.as_ref());
             keep_alive = false;
         }
-        keep_alive &= !self.must_close(&response);
+        keep_alive &= !self.shard.draining();
 
         let handled = exchange.answered_at();
         let status = response.status().as_u16();
@@ -654,7 +648,7 @@ where
         parts: http::response::Parts,
         mut body: Body,
         is_head: bool,
-        keep_alive: bool,
+        keep_alive: &mut bool,
         http10: bool,
         sent: &mut u64,
     ) -> Result<()> {
@@ -680,7 +674,7 @@ where
             (false, None, false) => encode::Framing::Chunked,
             (false, None, true) => encode::Framing::Close,
         };
-        encode_head(status, &parts.headers, framing, keep_alive, http10, &mut self.out);
+        *keep_alive = encode_head(status, &parts.headers, framing, *keep_alive, http10, &mut self.out);
         if is_head || no_body {
             return Ok(());
         }
@@ -736,7 +730,7 @@ where
         let response = self.error_response(error, accept);
         let (parts, body) = response.into_parts();
         let bytes = body.try_into_full().ok().flatten().unwrap_or_default();
-        encode_head(
+        let _ = encode_head(
             status,
             &parts.headers,
             encode::Framing::Length(bytes.len() as u64),

@@ -28,15 +28,18 @@ pub(crate) fn status_has_no_body(status: StatusCode) -> bool {
 ///
 /// Fields that describe framing or persistence (`Content-Length`,
 /// `Transfer-Encoding`, `Connection`) come from the connection, never from
-/// the handler, so a handler cannot desynchronise the stream.
+/// the handler, so a handler cannot desynchronise the stream; a handler's
+/// `Connection: close` is honoured, though. Returns whether the connection
+/// stays open after this response (what the head says).
+#[must_use]
 pub(crate) fn encode_head(
     status: StatusCode,
     headers: &HeaderMap,
     framing: Framing,
-    keep_alive: bool,
+    mut keep_alive: bool,
     http10_client: bool,
     dst: &mut BytesMut,
-) {
+) -> bool {
     dst.reserve(256);
     // The common status line and the default fields are written as whole
     // lines: a few larger copies instead of many tiny ones.
@@ -53,7 +56,12 @@ pub(crate) fn encode_head(
     let mut has_server = false;
     let mut has_date = false;
     for (name, value) in headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::CONNECTION {
+        if name == header::CONNECTION {
+            // Noted in this pass: no lookup in the map per response.
+            keep_alive &= !value.as_bytes().eq_ignore_ascii_case(b"close");
+            continue;
+        }
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
         has_server |= name == header::SERVER;
@@ -86,13 +94,14 @@ pub(crate) fn encode_head(
     if status == StatusCode::SWITCHING_PROTOCOLS {
         // A WebSocket upgrade: the connection carries on in the new protocol.
         dst.put_slice(b"Connection: Upgrade\r\n\r\n");
-        return;
+        return keep_alive;
     }
     dst.put_slice(match (keep_alive, http10_client) {
         (false, _) => b"Connection: close\r\n\r\n",
         (true, true) => b"Connection: keep-alive\r\n\r\n",
         (true, false) => b"\r\n",
     });
+    keep_alive
 }
 
 const CONTENT_LENGTH: &[u8] = b"Content-Length: ";
@@ -156,8 +165,22 @@ mod tests {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
         let mut dst = BytesMut::new();
-        encode_head(StatusCode::OK, &h, framing, keep_alive, http10, &mut dst);
+        let _ = encode_head(StatusCode::OK, &h, framing, keep_alive, http10, &mut dst);
         String::from_utf8(dst.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_handlers_connection_close_is_honoured_once() {
+        for (value, keeps) in [("close", false), ("Close", false), ("keep-alive", true), ("upgrade", true)] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_static(value));
+            let mut dst = BytesMut::new();
+            let kept = encode_head(StatusCode::OK, &h, Framing::Length(0), true, false, &mut dst);
+            let s = String::from_utf8(dst.to_vec()).unwrap();
+            assert_eq!(kept, keeps, "{value}: {s}");
+            assert_eq!(s.to_ascii_lowercase().matches("connection:").count(), usize::from(!keeps), "{value}: {s}");
+            assert_eq!(s.contains("Connection: close\r\n"), !keeps, "{value}: {s}");
+        }
     }
 
     #[test]
@@ -179,7 +202,7 @@ mod tests {
         h.insert(header::SERVER, HeaderValue::from_static("mine"));
         h.insert(header::DATE, HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
         let mut dst = BytesMut::new();
-        encode_head(StatusCode::OK, &h, Framing::Length(0), true, false, &mut dst);
+        let _ = encode_head(StatusCode::OK, &h, Framing::Length(0), true, false, &mut dst);
         let s = String::from_utf8(dst.to_vec()).unwrap();
         assert_eq!(s.matches("server:").count() + s.matches("Server:").count(), 1, "{s}");
         assert_eq!(s.matches("date:").count() + s.matches("Date:").count(), 1, "{s}");
