@@ -280,3 +280,71 @@ fn failed_binary_upgrade_keeps_the_old_master_serving() {
     assert_eq!(pid_file_pid(&data, "hello"), Some(server.pid()));
     assert!(hello_answers(&server));
 }
+
+/// Under systemd, an upgrade hands the main pid over (`MAINPID=` from the
+/// old master, then `READY=1` from the new one) and the new master keeps
+/// pinging the watchdog after the old one is gone, although systemd's
+/// `WATCHDOG_PID` named the old one.
+#[test]
+fn binary_upgrade_under_systemd_hands_over_the_main_pid_and_the_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let program = install_program("hello", dir.path());
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // `exec` keeps the shell's pid, which `$$` names, as systemd's WATCHDOG_PID would.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "WATCHDOG_PID=$$ exec {} --port 0 --address 127.0.0.1 --shards 1 --io epoll --name wd --data-dir {}",
+            program.display(),
+            data.display()
+        ))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env(STATE_DIR_ENV, dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let old = child.id();
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = recv();
+    assert!(ready.contains(&format!("MAINPID={old}")), "{ready}");
+
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(old as i32, libc::SIGUSR2) };
+    let mut seen = Vec::new();
+    let new = loop {
+        let message = recv();
+        seen.push(message.clone());
+        if let Some(pid) = message.lines().find_map(|l| l.strip_prefix("MAINPID=")).and_then(|p| p.parse::<u32>().ok())
+        {
+            if pid != old {
+                break pid;
+            }
+        }
+    };
+    let _guard = Adopted(new);
+    assert!(child.wait().unwrap().success(), "the old master exits 0");
+    assert!(!alive(old));
+    // Only the new master is left to ping: what the old one sent is drained first.
+    socket.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 512];
+    while socket.recv(&mut buf).is_ok() {}
+    socket.set_nonblocking(false).unwrap();
+    // Pings come every 200 ms (half of WATCHDOG_USEC); 3 s is plenty.
+    socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let pinged = (0..50).any(|_| {
+        let n = socket.recv(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1")
+    });
+    assert!(pinged, "no watchdog ping after the old master left; seen: {seen:?}");
+    assert_eq!(pid_file_pid(&data, "wd"), Some(new));
+}

@@ -96,7 +96,11 @@ impl Upgrade {
             .env_remove(MASTER_PID_ENV)
             // Not systemd's sockets of the old master: ours are passed above.
             .env_remove("LISTEN_PID")
-            .env_remove("LISTEN_FDS");
+            .env_remove("LISTEN_FDS")
+            // The watchdog is for the main pid, which the new master becomes:
+            // without this it would take WATCHDOG_PID (ours) as someone else's
+            // and never ping.
+            .env_remove("WATCHDOG_PID");
         // The new master outlives this one: no parent-death signal.
         pass_descriptors(&mut command, fds, false);
         let child = command.spawn()?;
