@@ -455,6 +455,14 @@ impl Master {
         if fresh.server.port != self.config.server.port || fresh.server.address != self.config.server.address {
             tracing::warn!("SIGHUP: the listening addresses keep their values until a restart");
         }
+        // The master follows the new settings too (deadlines, critical
+        // point); the processes and sockets keep their shape.
+        let mut fresh = fresh;
+        fresh.server.workers = self.config.server.workers;
+        fresh.server.shards = self.config.server.shards;
+        fresh.server.port = self.config.server.port;
+        fresh.server.address = self.config.server.address.clone();
+        self.config = fresh;
         self.generation += 1;
         let generation = self.generation;
         tracing::info!("SIGHUP: reloading (generation {generation})");
@@ -514,6 +522,14 @@ impl Master {
             worker.phase = Phase::Stopping { kill_at };
         }
         self.reloading = None;
+        // An old worker that died meanwhile was left to the new generation:
+        // now it needs its own restart.
+        let now = Instant::now();
+        for index in 0..self.config.server.workers {
+            if !self.covered(index) && !self.restarts.iter().any(|r| r.index == index) {
+                self.restarts.push(Restart { index, at: now });
+            }
+        }
     }
 
     /// Collects workers that exited; schedules the restart of one that
@@ -561,6 +577,10 @@ impl Master {
         let due: Vec<usize> = self.restarts.iter().filter(|r| r.at <= now).map(|r| r.index).collect();
         self.restarts.retain(|r| r.at > now);
         for index in due {
+            if self.covered(index) {
+                // A worker of a reload in progress took this index over.
+                continue;
+            }
             match self.spawn(index, self.generation) {
                 Ok(mut worker) => {
                     // Counted as serving at once: it is the only one of its index.
@@ -576,6 +596,11 @@ impl Master {
                 }
             }
         }
+    }
+
+    /// True when a live worker, not draining, serves (or is starting for) `index`.
+    fn covered(&self, index: usize) -> bool {
+        self.workers.iter().any(|w| w.index == index && !matches!(w.phase, Phase::Stopping { .. }))
     }
 
     /// When a worker told now to drain by SIGTERM is killed if still there:

@@ -312,7 +312,7 @@ impl Engine {
                 std::process::exit(code)
             }
             Command::Stop => exit_with(daemon::stop(&config)?),
-            Command::Install { user_unit } => exit_with(systemd::install(&config, user_unit)?),
+            Command::Install { user_unit } => exit_with(systemd::install(&config, user_unit, &args)?),
             Command::Remove { user_unit } => exit_with(systemd::remove(&config, user_unit)?),
             Command::Reload => exit_with(daemon::reload(&config)?),
             Command::Upgrade => exit_with(daemon::upgrade(&config)?),

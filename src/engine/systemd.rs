@@ -69,21 +69,25 @@ pub(crate) fn unit_text(config: &Config, exe: &str, args: &[String], user_unit: 
     )
 }
 
-/// The arguments of this process without the `install` command and its `--user-unit` flag.
-fn run_args() -> Vec<String> {
-    std::env::args_os()
-        .skip(1)
-        .map(|a: OsString| a.to_string_lossy().into_owned())
-        .filter(|a| a != "install" && a != "--user-unit")
-        .collect()
+/// The program's arguments `args` for the unit's `ExecStart`: without the
+/// `install` command (its first occurrence) and its `--user-unit` flag, and
+/// without `-d`/`--daemon` (under `Type=notify` the service must not fork away).
+fn run_args(args: &[OsString]) -> Vec<String> {
+    let mut args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    if let Some(at) = args.iter().position(|a| a == "install") {
+        args.remove(at);
+    }
+    args.retain(|a| a != "--user-unit" && a != "-d" && a != "--daemon");
+    args
 }
 
 /// `install`: writes the unit; prints how to enable it. Returns the exit status.
-pub(crate) fn install(config: &Config, user_unit: bool) -> Result<i32> {
+/// `args` are the program's arguments, without its name.
+pub(crate) fn install(config: &Config, user_unit: bool, args: &[OsString]) -> Result<i32> {
     let path = unit_path(config, user_unit);
     let exe = std::env::current_exe()
         .map_err(|e| Error::new(ErrorKind::Internal, "cannot find this program").with_source(e))?;
-    let text = unit_text(config, &exe.display().to_string(), &run_args(), user_unit);
+    let text = unit_text(config, &exe.display().to_string(), &run_args(args), user_unit);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::config("install", format!("cannot create {}: {e}", dir.display())))?;
@@ -204,6 +208,13 @@ mod tests {
         assert!(text.contains("Restart=on-failure\n"), "{text}");
         assert!(text.contains("WantedBy=multi-user.target\n"), "{text}");
         assert!(unit_text(&config, "/x", &[], true).contains("WantedBy=default.target\n"));
+    }
+
+    #[test]
+    fn exec_start_leaves_out_the_install_command_and_daemon_flags() {
+        let args: Vec<OsString> =
+            ["-c", "install", "install", "--user-unit", "-d", "--port", "80"].iter().map(OsString::from).collect();
+        assert_eq!(run_args(&args), ["-c", "install", "--port", "80"]);
     }
 
     #[test]

@@ -91,7 +91,7 @@ impl ShardServices {
     pub(crate) fn snapshot(&self, shard: usize) -> ShardSnapshot {
         let mut snapshot = self.metrics.snapshot();
         // Numbered across workers, so each shard of the instance has its own number.
-        snapshot.shard = self.peers.as_ref().map_or(shard, |p| p.global(shard));
+        snapshot.shard = self.state.instance_shard(shard);
         snapshot.log_dropped = self.log.as_ref().map_or(0, ShardLog::dropped);
         snapshot
     }

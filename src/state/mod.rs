@@ -258,7 +258,13 @@ impl SharedState {
 
     /// The state-file line of this process's shard `shard`.
     pub(crate) fn shard_line(&self, shard: usize) -> usize {
-        self.inner.file.layout().shard_line(self.inner.first_line + shard)
+        self.inner.file.layout().shard_line(self.instance_shard(shard))
+    }
+
+    /// This process's shard `shard` numbered across the instance's worker
+    /// processes (worker N's shards follow worker N-1's).
+    pub(crate) fn instance_shard(&self, shard: usize) -> usize {
+        self.inner.first_line + shard
     }
 
     /// The bus this state's events travel on.

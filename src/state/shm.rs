@@ -265,7 +265,7 @@ impl StateFile {
 
     /// Leaves the file in place when this process ends: another process owns it now.
     pub(crate) fn disown(&self) {
-        self.removed.store(true, Ordering::Release);
+        self.owner.store(false, Ordering::Release);
     }
 
     /// The layout of this file.
