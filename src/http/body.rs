@@ -92,6 +92,16 @@ impl Body {
         }
     }
 
+    /// The length of a body that is already in memory (empty or one
+    /// buffer); `None` for streams, files and incoming bodies.
+    pub(crate) fn in_memory_len(&self) -> Option<usize> {
+        match &self.kind {
+            Kind::Empty => Some(0),
+            Kind::Full(b) => Some(b.len()),
+            _ => None,
+        }
+    }
+
     /// True for a file body (reading ahead of need would start a disk read).
     pub(crate) fn is_file(&self) -> bool {
         matches!(self.kind, Kind::File(_))

@@ -31,10 +31,6 @@ pub struct Ctx {
     pub(crate) txn: TxnIds,
     /// Upstream calls made so far (each gets ltxid + its number).
     pub(crate) upstream_calls: u64,
-    /// How long the handler kept the shard busy (set once it returned).
-    pub(crate) busy: std::time::Duration,
-    /// When the handler returned.
-    pub(crate) answered: Option<std::time::Instant>,
 }
 
 impl Ctx {

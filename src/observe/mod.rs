@@ -4,6 +4,7 @@
 
 pub(crate) mod access_log;
 pub(crate) mod admin;
+pub(crate) mod clock;
 pub(crate) mod metrics;
 pub(crate) mod output;
 pub(crate) mod peers;
@@ -12,7 +13,7 @@ mod txn;
 use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method, Uri, Version};
 
@@ -22,6 +23,7 @@ pub use txn::{FIRST_LTXID, GTXN_HEADER, LTXN_HEADER, TxnIds};
 use crate::config::LogFormat;
 use crate::http::Request;
 use access_log::{LogOff, Outcome, RequestFacts, format_line};
+pub(crate) use clock::Tick;
 use metrics::ShardMetrics;
 use output::RequestSink;
 
@@ -96,13 +98,13 @@ pub(crate) struct Exchange<'s> {
     /// The request's transaction ids.
     pub(crate) txn: TxnIds,
     /// When the request started.
-    pub(crate) started: Instant,
+    pub(crate) started: Tick,
     /// The mount that answered (its metrics slot).
     pub(crate) slot: usize,
     /// How long the handler kept the shard busy, when a handler ran.
     pub(crate) busy: Option<Duration>,
     /// When the handler returned (the end of its last poll), when one ran.
-    pub(crate) answered: Option<Instant>,
+    pub(crate) answered: Option<Tick>,
     /// Counted in the metrics (admin requests are not: scrapes would skew them).
     counted: bool,
 }
@@ -133,7 +135,7 @@ impl<'s> Exchange<'s> {
         Exchange {
             metrics,
             log,
-            started: Instant::now(),
+            started: Tick::now(),
             shard,
             peer,
             version,
@@ -149,8 +151,8 @@ impl<'s> Exchange<'s> {
     /// The request is answered with `status`: `handled` is when its
     /// response was ready, the byte counts are of the bodies actually
     /// received and sent.
-    pub(crate) fn finish(self, status: u16, request_bytes: u64, response_bytes: u64, handled: Instant) {
-        let handling = handled.saturating_duration_since(self.started);
+    pub(crate) fn finish(self, status: u16, request_bytes: u64, response_bytes: u64, handled: Tick) {
+        let handling = handled.since(self.started);
         if self.counted {
             self.metrics.record(self.version, status, self.slot, handling, request_bytes, response_bytes);
         }
@@ -173,8 +175,8 @@ impl<'s> Exchange<'s> {
 
 impl Exchange<'_> {
     /// When the response was ready: when the handler returned, or now.
-    pub(crate) fn answered_at(&self) -> Instant {
-        self.answered.unwrap_or_else(Instant::now)
+    pub(crate) fn answered_at(&self) -> Tick {
+        self.answered.unwrap_or_else(Tick::now)
     }
 
     /// False for admin requests, which are not counted, shed or logged.

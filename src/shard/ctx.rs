@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
+use std::task::Poll;
 use std::task::Waker;
-use std::time::Instant;
+use std::time::Duration;
 
-use futures_util::FutureExt;
+use futures_util::future::LocalBoxFuture;
 use http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use http::{StatusCode, Uri};
 use slab::Slab;
@@ -19,7 +20,7 @@ use crate::config::Limits;
 use crate::http::{Request, Response, error_response};
 use crate::mount::{Ctx, Handler, Lookup, MountTable, Target};
 use crate::observe::metrics::Shed;
-use crate::observe::{Exchange, RequestHead, TxnIds};
+use crate::observe::{Exchange, RequestHead, Tick, TxnIds};
 use crate::shard::Control;
 use crate::shard::services::ShardServices;
 
@@ -230,21 +231,13 @@ impl ShardCtx {
         .await
     }
 
-    /// Finds who answers `req`: a handler (with its context; the target is
-    /// rewritten to the path below the mount point) or the engine itself
+    /// Finds who answers `req`: a handler (the target is rewritten to the
+    /// path below the mount point) or the engine itself
     /// (404, a 308 adding a slash, 400). `accept` is for error pages.
     ///
     /// `from` is 0 for a new request, or the `next` of a static mount that
     /// had nothing to serve (the lookup goes on with the next matching mount).
-    pub(crate) fn route(
-        &self,
-        req: &mut Request,
-        peer: SocketAddr,
-        accept: Option<&HeaderValue>,
-        from: usize,
-        site: Site,
-        txn: &TxnIds,
-    ) -> Route<'_> {
+    pub(crate) fn route(&self, req: &mut Request, accept: Option<&HeaderValue>, from: usize, site: Site) -> Route<'_> {
         if from == 0 && req.uri().path().contains('%') {
             // `/%70rivate` is `/private` (RFC 3986 §6.2.2.2): route, and let
             // handlers and files see, the one form, so an encoded letter
@@ -259,8 +252,8 @@ impl ShardCtx {
         };
         let (mount, strip, next) = match table.lookup_from(req.uri().path(), from) {
             Lookup::Found { mount, strip, next } => (mount, strip, next),
-            Lookup::AddSlash => return Route::Respond(add_slash_redirect(req.uri())),
-            Lookup::NotFound => return Route::Respond(error_response(StatusCode::NOT_FOUND, accept, None)),
+            Lookup::AddSlash => return Route::Respond(Box::new(add_slash_redirect(req.uri()))),
+            Lookup::NotFound => return Route::Respond(Box::new(error_response(StatusCode::NOT_FOUND, accept, None))),
         };
         let handler = match &mount.target {
             Target::Handler(handler) => handler,
@@ -271,14 +264,28 @@ impl ShardCtx {
         if strip > 0 {
             match strip_prefix(req.uri(), strip) {
                 Some(uri) => *req.uri_mut() = uri,
-                None => return Route::Respond(error_response(StatusCode::BAD_REQUEST, accept, None)),
+                None => return Route::Respond(Box::new(error_response(StatusCode::BAD_REQUEST, accept, None))),
             }
         }
-        let cx = Ctx {
+        Route::Handler { handler, mount_point: &mount.prefix, original_uri, slot }
+    }
+
+    /// The context of a request `route` gave to a handler mounted at
+    /// `mount_point`. Built where it is used, not carried inside [`Route`]:
+    /// every byte of a value returned and matched is copied again.
+    pub(crate) fn ctx(
+        &self,
+        peer: SocketAddr,
+        mount_point: &Rc<str>,
+        original_uri: Uri,
+        version: http::Version,
+        txn: &TxnIds,
+    ) -> Ctx {
+        Ctx {
             peer,
             shard: self.id,
-            mount_point: mount.prefix.clone(),
-            version: req.version(),
+            mount_point: mount_point.clone(),
+            version,
             original_uri,
             devel: self.devel,
             pushes: None,
@@ -286,50 +293,39 @@ impl ShardCtx {
             upgrade: Default::default(),
             txn: txn.clone(),
             upstream_calls: 0,
-            busy: std::time::Duration::ZERO,
-            answered: None,
-        };
-        Route::Handler(handler, cx, slot)
+        }
     }
 
-    /// Calls `handler`; a panic inside it becomes a 500 and the shard keeps serving.
-    pub(crate) async fn call(
+    /// Calls `handler`: the returned [`Answer`] polls the handler's future,
+    /// catching a panic (at the call or in any poll) so the shard keeps
+    /// serving; [`Self::panic_response`] turns it into the 500.
+    ///
+    /// Not an `async fn`: the request goes straight into the handler's
+    /// (boxed) future instead of being moved into another future first.
+    pub(crate) fn call<'a>(
         &self,
-        handler: &Rc<dyn Handler>,
+        handler: &'a Rc<dyn Handler>,
         req: Request,
-        cx: &mut Ctx,
+        cx: &'a mut Ctx,
+        started: Tick,
+    ) -> Answer<'a> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req, cx))) {
+            Ok(future) => Answer::Running { future, first_poll: Some(started), busy: Duration::ZERO },
+            Err(panic) => Answer::Panicked(Some(panic)),
+        }
+    }
+
+    /// The 500 for a handler that panicked (with the message under `--devel`).
+    pub(crate) fn panic_response(
+        &self,
+        panic: Box<dyn std::any::Any + Send>,
+        cx: &Ctx,
         accept: Option<&HeaderValue>,
-        started: Instant,
     ) -> Response {
-        // The time spent polling the handler is how long it kept the shard
-        // busy: the load estimate's measure (waiting on I/O costs nothing).
-        // `started` (the request's start) stands for the first poll's start:
-        // one clock read less per request.
-        let mut busy = std::time::Duration::ZERO;
-        let mut last = started;
-        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req, &mut *cx))) {
-            Ok(future) => {
-                let mut future = std::pin::pin!(AssertUnwindSafe(future).catch_unwind());
-                let mut first = true;
-                std::future::poll_fn(|task| {
-                    let t0 = if std::mem::take(&mut first) { started } else { Instant::now() };
-                    let polled = future.as_mut().poll(task);
-                    last = Instant::now();
-                    busy += last.saturating_duration_since(t0);
-                    polled
-                })
-                .await
-            }
-            Err(panic) => Err(panic),
-        };
-        cx.busy = busy;
-        cx.answered = Some(last);
-        outcome.unwrap_or_else(|panic| {
-            let message = panic_message(&*panic);
-            tracing::debug!(shard = self.id, path = cx.full_path(), panic = %message, "handler panicked; answering 500");
-            let detail = self.devel.then(|| format!("handler panicked: {message}"));
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, accept, detail.as_deref())
-        })
+        let message = panic_message(&*panic);
+        tracing::debug!(shard = self.id, path = cx.full_path(), panic = %message, "handler panicked; answering 500");
+        let detail = self.devel.then(|| format!("handler panicked: {message}"));
+        error_response(StatusCode::INTERNAL_SERVER_ERROR, accept, detail.as_deref())
     }
 
     /// A 301 to the same path and query over https (redirect listeners).
@@ -428,16 +424,18 @@ impl ShardCtx {
         }
         let mut from = 0;
         loop {
-            match self.route(&mut req, peer, accept, from, site, &exchange.txn) {
-                Route::Respond(response) => return answered(response),
-                Route::Handler(handler, mut cx, slot) => {
+            match self.route(&mut req, accept, from, site) {
+                Route::Respond(response) => return answered(*response),
+                Route::Handler { handler, mount_point, original_uri, slot } => {
                     exchange.slot = slot;
+                    let mut cx = self.ctx(peer, mount_point, original_uri, req.version(), &exchange.txn);
                     if push {
                         cx.pushes = Some(Vec::new());
                     }
-                    let response = self.call(handler, req, &mut cx, accept, exchange.started).await;
-                    exchange.busy = Some(cx.busy);
-                    exchange.answered = cx.answered;
+                    let answered = self.call(handler, req, &mut cx, exchange.started).await;
+                    exchange.busy = Some(answered.busy);
+                    exchange.answered = Some(answered.at);
+                    let response = answered.outcome.unwrap_or_else(|panic| self.panic_response(panic, &cx, accept));
                     let pushes = cx.pushes.take().unwrap_or_default();
                     return Dispatched { response, pushes, websocket: cx.upgrade.0.take() };
                 }
@@ -484,13 +482,65 @@ pub(crate) enum Site {
 
 /// Who answers a request.
 pub(crate) enum Route<'a> {
-    /// A mounted handler, the context it gets, and its metrics slot.
-    Handler(&'a Rc<dyn Handler>, Ctx, usize),
+    /// A mounted handler, its mount point, the request target as the client
+    /// sent it (the request's own is now the path below the mount point),
+    /// and the handler's metrics slot. [`ShardCtx::ctx`] makes its context.
+    Handler { handler: &'a Rc<dyn Handler>, mount_point: &'a Rc<str>, original_uri: Uri, slot: usize },
     /// A static directory; the path below it starts at byte `strip`. If it
     /// has nothing to serve, routing goes on from mount `next`.
     Static { files: &'a Rc<StaticFiles>, strip: usize, next: usize },
-    /// The engine answers at once.
-    Respond(Response),
+    /// The engine answers at once (boxed: rare, and it would double the
+    /// size of every route).
+    Respond(Box<Response>),
+}
+
+/// A handler's answer in progress (see [`ShardCtx::call`]). Its polls are
+/// timed: their sum is how long the handler kept the shard busy, the load
+/// estimate's measure (waiting on I/O costs nothing).
+pub(crate) enum Answer<'a> {
+    /// The handler's future is being polled.
+    Running {
+        future: LocalBoxFuture<'a, Response>,
+        /// The first poll's start: the request's start, one clock read less.
+        first_poll: Option<Tick>,
+        busy: Duration,
+    },
+    /// The handler panicked before it returned a future.
+    Panicked(Option<Box<dyn std::any::Any + Send>>),
+}
+
+/// What [`Answer`] resolves to.
+pub(crate) struct Answered {
+    /// The response, or the payload of the handler's panic.
+    pub(crate) outcome: std::thread::Result<Response>,
+    /// How long the handler's polls kept the shard busy.
+    pub(crate) busy: Duration,
+    /// When the handler returned (the end of its last poll).
+    pub(crate) at: Tick,
+}
+
+impl Future for Answer<'_> {
+    type Output = Answered;
+
+    fn poll(self: std::pin::Pin<&mut Self>, task: &mut std::task::Context<'_>) -> Poll<Answered> {
+        match self.get_mut() {
+            Answer::Panicked(panic) => {
+                let panic = panic.take().expect("Answer polled after it completed");
+                Poll::Ready(Answered { outcome: Err(panic), busy: Duration::ZERO, at: Tick::now() })
+            }
+            Answer::Running { future, first_poll, busy } => {
+                let t0 = first_poll.take().unwrap_or_else(Tick::now);
+                let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(task)));
+                let at = Tick::now();
+                *busy += at.since(t0);
+                match polled {
+                    Ok(Poll::Pending) => Poll::Pending,
+                    Ok(Poll::Ready(response)) => Poll::Ready(Answered { outcome: Ok(response), busy: *busy, at }),
+                    Err(panic) => Poll::Ready(Answered { outcome: Err(panic), busy: *busy, at }),
+                }
+            }
+        }
+    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -26,7 +26,7 @@ use super::parse::{Framing, Head, parse_head, txn_refs};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{Body, BodySource, FileBody, FilePart, Response, error_response, header_pool};
 use crate::net::{Cork, Sent, ZeroCopyWrite, send_file};
-use crate::observe::RequestHead;
+use crate::observe::{RequestHead, Tick};
 use crate::proto::Deadline;
 use crate::proto::ws::conn::{H1Read, H1Write};
 use crate::shard::{DRAIN_IDLE_GRACE, Route, ShardCtx, Site};
@@ -60,6 +60,12 @@ const LINGER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_LINGER_BYTES: usize = 4 << 20;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// True when a response's body is in memory and small enough to be copied
+/// into the batch buffer (see [`Conn::respond_in_batch`]).
+fn fits_batch(response: &Response) -> bool {
+    response.body().in_memory_len().is_some_and(|len| len < DIRECT_WRITE_MIN)
+}
 
 /// The read half of a connection, its buffer, and the body decoder of the
 /// request in progress.
@@ -360,38 +366,40 @@ where
     /// Routing is synchronous and the context lives in this future, so the
     /// only future awaited per request is the handler's own (boxed) one:
     /// nothing large is built and moved on each request.
-    async fn handle_bodiless(&mut self, head: Head) -> Next {
-        let Head { mut request, keep_alive, accept, txn, upgrade, .. } = head;
-        let version = request.version();
+    async fn handle_bodiless(&mut self, mut head: Head) -> Next {
+        let version = head.request.version();
         let http10 = version == Version::HTTP_10;
-        let is_head = request.method() == Method::HEAD;
+        let is_head = head.request.method() == Method::HEAD;
         let shard = self.shard.clone();
-        if self.h2c_upgrade && upgrade && !http10 {
+        if self.h2c_upgrade && head.upgrade && !http10 {
             let max_frame = shard.protocols.http2.max_frame_size as usize;
-            if let Some(frame) = crate::proto::h2::upgrade::upgrade_frame(&request, max_frame) {
+            if let Some(frame) = crate::proto::h2::upgrade::upgrade_frame(&head.request, max_frame) {
                 self.upgrade = Some(frame);
                 return Next::UpgradeH2c;
             }
         }
-        let found = Some(txn_refs(&txn));
+        let found = Some(txn_refs(&head.txn));
         let mut exchange =
-            shard.exchange(self.site, self.peer, RequestHead { txn: found, ..RequestHead::of(&request) });
+            shard.exchange(self.site, self.peer, RequestHead { txn: found, ..RequestHead::of(&head.request) });
+        let accept = head.accept.as_ref();
         let mut from = 0;
         let response = match self.site {
-            Site::Redirect => shard.https_redirect(&request),
+            Site::Redirect => shard.https_redirect(&head.request),
             site => {
-                match if site == Site::Main && exchange.counted() { shard.admit(accept.as_ref()) } else { Ok(()) } {
+                match if site == Site::Main && exchange.counted() { shard.admit(accept) } else { Ok(()) } {
                     Err(refusal) => *refusal,
                     Ok(()) => loop {
-                        match shard.route(&mut request, self.peer, accept.as_ref(), from, site, &exchange.txn) {
-                            Route::Respond(response) => break response,
-                            Route::Handler(handler, mut cx, slot) => {
+                        match shard.route(&mut head.request, accept, from, site) {
+                            Route::Respond(response) => break *response,
+                            Route::Handler { handler, mount_point, original_uri, slot } => {
                                 exchange.slot = slot;
-                                let started = exchange.started;
-                                let answer = shard.call(handler, request, &mut cx, accept.as_ref(), started);
-                                let response = flush_while_pending!(self, answer);
-                                exchange.busy = Some(cx.busy);
-                                exchange.answered = cx.answered;
+                                let mut cx = shard.ctx(self.peer, mount_point, original_uri, version, &exchange.txn);
+                                let answer = shard.call(handler, head.request, &mut cx, exchange.started);
+                                let answered = flush_while_pending!(self, answer);
+                                exchange.busy = Some(answered.busy);
+                                exchange.answered = Some(answered.at);
+                                let response =
+                                    answered.outcome.unwrap_or_else(|panic| shard.panic_response(panic, &cx, accept));
                                 if let Some(pending) = cx.upgrade.0.take() {
                                     if response.status() == StatusCode::SWITCHING_PROTOCOLS && !http10 {
                                         let handled = exchange.answered_at();
@@ -405,7 +413,7 @@ where
                             }
                             // Boxed so the file server's state does not enlarge every request's future.
                             Route::Static { files, strip, next } => {
-                                match flush_while_pending!(self, Box::pin(files.serve(&request, strip))) {
+                                match flush_while_pending!(self, Box::pin(files.serve(&head.request, strip))) {
                                     Some(response) => {
                                         exchange.slot = next - 1;
                                         break response;
@@ -420,8 +428,12 @@ where
         };
         let handled = exchange.answered_at();
         let status = response.status().as_u16();
-        let keep_alive = keep_alive && !self.shard.draining();
-        let (next, sent) = self.respond(response, is_head, keep_alive, http10).await;
+        let keep_alive = head.keep_alive && !self.shard.draining();
+        let (next, sent) = if fits_batch(&response) {
+            self.respond_in_batch(response, is_head, keep_alive, http10)
+        } else {
+            self.respond(response, is_head, keep_alive, http10).await
+        };
         exchange.finish(status, 0, sent, handled);
         next
     }
@@ -432,6 +444,27 @@ where
             let metrics = &self.shard.services().metrics;
             metrics.record(Version::HTTP_11, status.as_u16(), metrics.engine_slot(), Duration::ZERO, 0, 0);
         }
+    }
+
+    /// Encodes a response that [`fits_batch`] (the common case) into the
+    /// batch buffer, returning what [`Self::respond`] would. Not `async`:
+    /// the response is not moved into another future.
+    fn respond_in_batch(&mut self, response: Response, is_head: bool, keep_alive: bool, http10: bool) -> (Next, u64) {
+        debug_assert!(fits_batch(&response));
+        let (parts, body) = response.into_parts();
+        let no_body = status_has_no_body(parts.status);
+        // A body that is not in memory (never the case here) is sent empty.
+        let full = body.try_into_full().unwrap_or_default();
+        let len = full.as_ref().map_or(0, |b| b.len() as u64);
+        let framing = if no_body { encode::Framing::None } else { encode::Framing::Length(len) };
+        let keep_alive = encode_head(parts.status, &parts.headers, framing, keep_alive, http10, &mut self.out);
+        header_pool::give_back(parts.headers);
+        let mut sent = 0;
+        if let Some(bytes) = full.filter(|_| !is_head && !no_body) {
+            self.out.put_slice(&bytes);
+            sent = bytes.len() as u64;
+        }
+        (if keep_alive { Next::KeepAlive } else { Next::Close }, sent)
     }
 
     /// Sends a response: small in-memory bodies are encoded straight into the
@@ -574,7 +607,7 @@ where
             if n > limits.max_upload_size {
                 // Refused before a byte of the body is read (and before any 100).
                 let error = Error::new(ErrorKind::PayloadTooLarge, "Content-Length exceeds max_upload_size");
-                let handled = Instant::now();
+                let handled = Tick::now();
                 let sent = self.write_error(&error, accept.as_ref(), version);
                 exchange.finish(413, 0, sent, handled);
                 return Ok(Next::Close);

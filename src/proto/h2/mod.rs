@@ -11,7 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::{Either, LocalBoxFuture, select};
@@ -24,7 +24,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::date::http_date;
 use crate::http::{Body, BodySource, Request, Response, SERVER_NAME, error_response};
-use crate::observe::RequestHead;
+use crate::observe::{RequestHead, Tick};
 use crate::proto::ws::conn::{H2Read as WsH2Read, H2Write as WsH2Write};
 use crate::shard::{ShardCtx, Site};
 
@@ -167,7 +167,7 @@ impl Stream {
             parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limits.max_upload_size) {
             let response = error_response(StatusCode::PAYLOAD_TOO_LARGE, accept.as_ref(), None);
-            let handled = Instant::now();
+            let handled = Tick::now();
             let sent = send(&mut respond, response, is_head).await;
             exchange.finish(413, 0, sent, handled);
             if declared.is_some_and(|n| n <= LINGER_BODY_LIMIT) {
@@ -205,7 +205,7 @@ impl Stream {
         if let Some(recv) = websocket_recv {
             match dispatched.websocket {
                 Some(pending) if response.status() == StatusCode::OK => {
-                    exchange.finish(200, 0, 0, Instant::now());
+                    exchange.finish(200, 0, 0, Tick::now());
                     self.open_websocket(respond, response, recv, *pending).await;
                     return;
                 }
@@ -300,7 +300,7 @@ impl Stream {
             let shard = stream.shard.clone();
             let mut exchange = shard.exchange(Site::Main, stream.peer, RequestHead::of(&request));
             let response = shard.dispatch(request, stream.peer, accept.as_ref(), Site::Main, &mut exchange).await;
-            let handled = Instant::now();
+            let handled = Tick::now();
             let status = response.status().as_u16();
             let sent = send(&mut pushed, response, false).await;
             exchange.finish(status, 0, sent, handled);
