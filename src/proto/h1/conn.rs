@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -89,8 +90,7 @@ impl<R: AsyncReadRent> ReadSide<R> {
         let buf = std::mem::take(&mut self.buf);
         let len = buf.len();
         let cap = buf.capacity();
-        let read = self.io.read(buf.slice_mut(len..cap));
-        match self.timer.limit(timeout, read).await {
+        match self.timer.limit(timeout, pin!(self.io.read(buf.slice_mut(len..cap)))).await {
             Some((result, slice)) => {
                 self.buf = slice.into_inner();
                 Ok(result?)
@@ -282,18 +282,11 @@ where
         loop {
             // Decode and answer every complete request in the buffer.
             loop {
-                let side = self.side.as_mut().expect("read side present between requests");
-                let parsed = parse_head(&mut side.buf, &limits);
-                match parsed {
-                    Ok(Some(head)) => {
+                match self.answer_next().await? {
+                    None => break,
+                    Some(next) => {
                         head_started = None;
                         first_request = false;
-                        // The common case stays small and unboxed; bodies take the boxed road.
-                        let next = if head.framing == Framing::Empty {
-                            self.handle_bodiless(head).await
-                        } else {
-                            Box::pin(self.handle_with_body(head)).await?
-                        };
                         match next {
                             Next::Close => return self.flush_and_close().await,
                             Next::UpgradeH2c => {
@@ -303,12 +296,6 @@ where
                             Next::UpgradeWs => return self.flush().await,
                             Next::KeepAlive => {}
                         }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        self.write_error(&e.error, e.accept.as_ref(), Version::HTTP_11);
-                        self.count_refused(&e.error);
-                        return self.flush_and_close().await;
                     }
                 }
             }
@@ -360,13 +347,30 @@ where
         }
     }
 
-    /// Answers a request without a body (the hot path: no allocation beyond
-    /// the request, the handler's future and the response).
+    /// Parses the next request in the read buffer and answers it; `None`
+    /// when the buffer holds no complete head. A malformed head is answered
+    /// with its error and `Next::Close`.
     ///
-    /// Routing is synchronous and the context lives in this future, so the
-    /// only future awaited per request is the handler's own (boxed) one:
-    /// nothing large is built and moved on each request.
-    async fn handle_bodiless(&mut self, mut head: Head) -> Next {
+    /// A request without a body (the hot path) is answered right here,
+    /// where its head was parsed: handing a 336-byte head to another
+    /// `async fn` copied it three times (into the call, into that future's
+    /// state, out of the `Result`). Bodies take the boxed road. Routing is
+    /// synchronous and the context lives in this future, so the only future
+    /// awaited per request is the handler's own (boxed) one.
+    async fn answer_next(&mut self) -> Result<Option<Next>> {
+        let side = self.side.as_mut().expect("read side present between requests");
+        let mut head = match parse_head(&mut side.buf, &self.shard.limits) {
+            Ok(Some(head)) => head,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                self.write_error(&e.error, e.accept.as_ref(), Version::HTTP_11);
+                self.count_refused(&e.error);
+                return Ok(Some(Next::Close));
+            }
+        };
+        if head.framing != Framing::Empty {
+            return Box::pin(self.handle_with_body(head)).await.map(Some);
+        }
         let version = head.request.version();
         let http10 = version == Version::HTTP_10;
         let is_head = head.request.method() == Method::HEAD;
@@ -375,7 +379,7 @@ where
             let max_frame = shard.protocols.http2.max_frame_size as usize;
             if let Some(frame) = crate::proto::h2::upgrade::upgrade_frame(&head.request, max_frame) {
                 self.upgrade = Some(frame);
-                return Next::UpgradeH2c;
+                return Ok(Some(Next::UpgradeH2c));
             }
         }
         let found = Some(txn_refs(&head.txn));
@@ -406,7 +410,7 @@ where
                                         self.respond(response, false, true, false).await;
                                         exchange.finish(101, 0, 0, handled);
                                         self.websocket = Some(pending);
-                                        return Next::UpgradeWs;
+                                        return Ok(Some(Next::UpgradeWs));
                                     }
                                 }
                                 break response;
@@ -435,7 +439,7 @@ where
             self.respond(response, is_head, keep_alive, http10).await
         };
         exchange.finish(status, 0, sent, handled);
-        next
+        Ok(Some(next))
     }
 
     /// Counts a request refused before it could be parsed (it has no log line).
@@ -782,7 +786,7 @@ where
         }
         let out = std::mem::take(&mut self.out);
         let timeout = self.shard.limits.request_timeout;
-        match self.write_timer.limit(timeout, self.write.write_all(out)).await {
+        match self.write_timer.limit(timeout, pin!(self.write.write_all(out))).await {
             Some((result, mut out)) => {
                 result?;
                 out.clear();
