@@ -50,9 +50,8 @@ const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json
 
 fn with_type(body: Bytes, content_type: HeaderValue) -> Response {
     let mut res = http::Response::new(Body::full(body));
-    let mut headers = header_pool::take();
-    headers.insert(CONTENT_TYPE, content_type);
-    *res.headers_mut() = headers;
+    header_pool::install(res.headers_mut());
+    res.headers_mut().insert(CONTENT_TYPE, content_type);
     res
 }
 

@@ -1,10 +1,12 @@
 //! HTTP/1.1 response heads and chunked framing, written into a batch buffer.
 
+use std::cell::Cell;
+
 use bytes::{BufMut, BytesMut};
 use http::StatusCode;
 use http::header::{self, HeaderMap};
 
-use crate::http::date::{DATE_LEN, http_date};
+use crate::http::date::{DATE_LEN, coarse_unix_secs, http_date};
 
 /// How the response body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,15 +114,29 @@ const SERVER_LINE: &str = concat!("Server: skitai/", env!("CARGO_PKG_VERSION"), 
 const DATE_PREFIX: &[u8] = b"Date: ";
 const SERVER_AND_DATE_LEN: usize = SERVER_LINE.len() + DATE_PREFIX.len() + DATE_LEN + 2;
 
-/// `Server: skitai/<version>\r\nDate: <now>\r\n`, built on the stack.
+thread_local! {
+    /// The two lines below for the second they were made in.
+    static SERVER_AND_DATE: Cell<(u64, [u8; SERVER_AND_DATE_LEN])> =
+        const { Cell::new((u64::MAX, [0; SERVER_AND_DATE_LEN])) };
+}
+
+/// `Server: skitai/<version>\r\nDate: <now>\r\n`, made once a second per shard.
 fn server_and_date_lines() -> [u8; SERVER_AND_DATE_LEN] {
-    let mut lines = [0u8; SERVER_AND_DATE_LEN];
-    let date_at = SERVER_LINE.len() + DATE_PREFIX.len();
-    lines[..SERVER_LINE.len()].copy_from_slice(SERVER_LINE.as_bytes());
-    lines[SERVER_LINE.len()..date_at].copy_from_slice(DATE_PREFIX);
-    lines[date_at..date_at + DATE_LEN].copy_from_slice(&http_date());
-    lines[date_at + DATE_LEN..].copy_from_slice(b"\r\n");
-    lines
+    let secs = coarse_unix_secs();
+    SERVER_AND_DATE.with(|cached| {
+        let (made_in, lines) = cached.get();
+        if made_in == secs {
+            return lines;
+        }
+        let mut lines = [0u8; SERVER_AND_DATE_LEN];
+        let date_at = SERVER_LINE.len() + DATE_PREFIX.len();
+        lines[..SERVER_LINE.len()].copy_from_slice(SERVER_LINE.as_bytes());
+        lines[SERVER_LINE.len()..date_at].copy_from_slice(DATE_PREFIX);
+        lines[date_at..date_at + DATE_LEN].copy_from_slice(&http_date());
+        lines[date_at + DATE_LEN..].copy_from_slice(b"\r\n");
+        cached.set((secs, lines));
+        lines
+    })
 }
 
 /// Writes one chunk (size line, data, CRLF); empty data is skipped because a
