@@ -323,7 +323,7 @@ impl StateFile {
 
     /// The `u32` at `offset`.
     pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset % 4 == 0 && offset + 4 <= self.len(), "state file offset {offset} out of bounds");
+        assert!(offset.is_multiple_of(4) && offset + 4 <= self.len(), "state file offset {offset} out of bounds");
         // SAFETY: in bounds and 4-aligned (the mapping is page-aligned); the
         // memory lives as long as `self`, and is only accessed atomically.
         unsafe { &*(self.base().add(offset) as *const AtomicU32) }
@@ -331,14 +331,14 @@ impl StateFile {
 
     /// The `u64` at `offset`.
     pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= self.len(), "state file offset {offset} out of bounds");
+        assert!(offset.is_multiple_of(8) && offset + 8 <= self.len(), "state file offset {offset} out of bounds");
         // SAFETY: as in `u32_at`, 8-aligned.
         unsafe { &*(self.base().add(offset) as *const AtomicU64) }
     }
 
     /// The `i64` at `offset`.
     pub(crate) fn i64_at(&self, offset: usize) -> &AtomicI64 {
-        assert!(offset % 8 == 0 && offset + 8 <= self.len(), "state file offset {offset} out of bounds");
+        assert!(offset.is_multiple_of(8) && offset + 8 <= self.len(), "state file offset {offset} out of bounds");
         // SAFETY: as in `u32_at`, 8-aligned.
         unsafe { &*(self.base().add(offset) as *const AtomicI64) }
     }
