@@ -7,7 +7,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Uri, Version};
 
 use crate::config::Limits;
@@ -138,8 +138,8 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
     let mut facts = Facts::default();
     for (i, h) in req.headers.iter().enumerate() {
         let name = h.name.as_bytes();
-        facts.note(i, name, h.value);
-        positions[i].write(FieldPos { name: offset_of(base, name), value: offset_of(base, h.value) });
+        let known = facts.note(i, name, h.value);
+        positions[i].write(FieldPos { name: offset_of(base, name), value: offset_of(base, h.value), known });
     }
 
     let head: Bytes = buf.split_to(head_len).freeze();
@@ -153,7 +153,11 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
     for (i, slot) in positions[..count].iter().enumerate() {
         // SAFETY: the loop above wrote positions[0..count], one per parsed field.
         let pos = unsafe { slot.assume_init_ref() };
-        let name = HeaderName::from_bytes(&head[pos.name.0..pos.name.1]).map_err(|_| bad("invalid header name"))?;
+        let name = match &pos.known {
+            // Recognised already (`Facts::note`): no second look at the name.
+            Some(name) => name.clone(),
+            None => HeaderName::from_bytes(&head[pos.name.0..pos.name.1]).map_err(|_| bad("invalid header name"))?,
+        };
         // SAFETY: httparse accepted every byte of this value (its value map
         // is HTAB, SP..=0x7E and 0x80..=0xFF: no control character and no
         // DEL), exactly the bytes a `HeaderValue` may hold; checking them a
@@ -181,10 +185,12 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
 }
 
 /// Where a field's name and value sit in the head.
-#[derive(Clone, Copy)]
 struct FieldPos {
     name: (usize, usize),
     value: (usize, usize),
+    /// The name, when [`Facts::note`] recognised it (a standard name, so
+    /// the constant costs nothing to copy).
+    known: Option<HeaderName>,
 }
 
 /// What the fields say about framing and persistence, gathered in one pass.
@@ -228,15 +234,26 @@ enum TransferCoding {
 
 impl Facts {
     /// Records what field `index` says; errors are kept for [`Facts::decide`],
-    /// which reports them once the `Accept` field is known too.
-    fn note(&mut self, index: usize, name: &[u8], value: &[u8]) {
+    /// which reports them once the `Accept` field is known too. Returns the
+    /// field's name when it is one of those looked for.
+    fn note(&mut self, index: usize, name: &[u8], value: &[u8]) -> Option<HeaderName> {
         match name.len() {
-            4 if name.eq_ignore_ascii_case(b"host") => self.hosts = self.hosts.saturating_add(1),
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                self.hosts = self.hosts.saturating_add(1);
+                return Some(header::HOST);
+            }
             6 if name.eq_ignore_ascii_case(b"expect") => {
                 self.expect = Some(trim_ows(value).eq_ignore_ascii_case(b"100-continue"));
+                return Some(header::EXPECT);
             }
-            6 if name.eq_ignore_ascii_case(b"accept") => self.accept = Some(index),
-            7 if name.eq_ignore_ascii_case(b"upgrade") => self.upgrade = true,
+            6 if name.eq_ignore_ascii_case(b"accept") => {
+                self.accept = Some(index);
+                return Some(header::ACCEPT);
+            }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => {
+                self.upgrade = true;
+                return Some(header::UPGRADE);
+            }
             9 if self.gtxn.is_none() && name.eq_ignore_ascii_case(b"x-gtxn-id") => self.gtxn = Some(index),
             9 if self.ltxn.is_none() && name.eq_ignore_ascii_case(b"x-ltxn-id") => self.ltxn = Some(index),
             10 if name.eq_ignore_ascii_case(b"connection") => {
@@ -245,6 +262,7 @@ impl Facts {
                     self.close |= token.eq_ignore_ascii_case(b"close");
                     self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
                 }
+                return Some(header::CONNECTION);
             }
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 self.has_content_length = true;
@@ -261,6 +279,7 @@ impl Facts {
                         self.content_length_error = problem;
                     }
                 }
+                return Some(header::CONTENT_LENGTH);
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
                 for coding in value.split(|&b| b == b',') {
@@ -279,9 +298,11 @@ impl Facts {
                         (_, false) => NotFinalChunked,
                     };
                 }
+                return Some(header::TRANSFER_ENCODING);
             }
             _ => {}
         }
+        None
     }
 
     /// RFC 9112 §6.1–§6.3 and §3.2: the body framing, refusing every ambiguous case,
@@ -413,6 +434,17 @@ mod tests {
         assert_eq!(head.request.headers()["host"], "example.com");
         assert_eq!(head.framing, Framing::Empty);
         assert!(head.keep_alive);
+    }
+
+    #[test]
+    fn names_are_lower_case_whether_recognised_or_not() {
+        let head = parse(b"GET / HTTP/1.1\r\nHOST: h\r\nConnection: Keep-Alive\r\nACCEPT: a\r\nX-Thing: t\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        let names: Vec<&str> = head.request.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["host", "connection", "accept", "x-thing"]);
+        assert_eq!(head.request.headers()[http::header::HOST], "h");
+        assert_eq!(head.accept.as_ref().map(|v| v.as_bytes()), Some(&b"a"[..]));
     }
 
     #[test]
