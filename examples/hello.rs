@@ -5,6 +5,7 @@
 //! - `/echo`         → echoes the request body, streaming (any method)
 //! - `/upload`       → reads the whole body, then answers `received N bytes`
 //! - `/panic`        → the handler panics; the client gets a 500, the shard lives on
+//!   (`?when=call`: before it returns its future; `?when=later`: after a wait)
 //! - `/delay?ms=N`   → answers `done` after N milliseconds (for drain tests)
 //! - `/v1/...`       → JSON describing the mount (shows prefix stripping; `/v1` → 308)
 //! - `/push`         → text; over HTTP/2 it also pushes `/v1/pushed`
@@ -57,10 +58,21 @@ fn main() {
         )
         .mount(
             "/panic",
-            handler_fn(|_req: Request, _cx: &mut Ctx| async move {
-                panic!("this handler panics on purpose");
-                #[allow(unreachable_code)]
-                Response::text("unreachable")
+            handler_fn(|req: Request, _cx: &mut Ctx| {
+                // `?when=call`: in the call itself, before a future exists;
+                // `?when=later`: in a later poll, after the handler waited once.
+                let when = req.uri().query().unwrap_or_default().to_owned();
+                if when == "when=call" {
+                    panic!("this handler panics on purpose, before its future");
+                }
+                async move {
+                    if when == "when=later" {
+                        monoio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                    panic!("this handler panics on purpose");
+                    #[allow(unreachable_code)]
+                    Response::text("unreachable")
+                }
             }),
         )
         .mount(

@@ -693,6 +693,30 @@ both_drivers! {
 }
 
 both_drivers! {
+    /// A handler that panics before it returns its future, or in a poll after
+    /// it waited, gets the same 500; the connection and the shard go on.
+    fn handler_panic_at_call_and_after_a_wait(io) {
+        let server = hello(io).arg("--devel").start();
+        for (path, message) in
+            [("/panic?when=call", "before its future"), ("/panic?when=later", "panics on purpose")]
+        {
+            let mut c = server.connect();
+            c.send(get(path));
+            let r = c.read_response();
+            assert_eq!(r.status, 500, "{path}");
+            assert!(r.body_str().contains(message), "{path}: {:?}", r.body_str());
+            if !r.connection_has("close") {
+                c.send(get("/"));
+                assert_eq!(c.read_response().body_str(), "Hello, World!", "{path}: same connection after");
+            }
+            let mut c = server.connect();
+            c.send(get("/"));
+            assert_eq!(c.read_response().status, 200, "{path}: new connection after");
+        }
+    }
+}
+
+both_drivers! {
     /// A panic in the middle of a pipelined batch answers 500 in its place; the
     /// responses before it are intact and in order.
     fn handler_panic_in_pipeline(io) {

@@ -26,7 +26,12 @@ pub fn coarse_unix_secs() -> u64 {
 
 /// Returns the current time as an HTTP date, reformatted only when the second changes.
 pub fn http_date() -> [u8; DATE_LEN] {
-    let secs = coarse_unix_secs();
+    http_date_at(coarse_unix_secs())
+}
+
+/// [`http_date`] for `secs` since the Unix epoch, a second the caller has
+/// just read from [`coarse_unix_secs`].
+pub fn http_date_at(secs: u64) -> [u8; DATE_LEN] {
     CACHED.with(|cell| {
         let (cached_secs, bytes) = cell.get();
         if cached_secs == secs {

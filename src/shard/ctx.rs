@@ -6,8 +6,7 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
-use std::task::Poll;
-use std::task::Waker;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use futures_util::future::LocalBoxFuture;
@@ -500,9 +499,11 @@ pub(crate) enum Route<'a> {
 pub(crate) enum Answer<'a> {
     /// The handler's future is being polled.
     Running {
+        /// The handler's future.
         future: LocalBoxFuture<'a, Response>,
         /// The first poll's start: the request's start, one clock read less.
         first_poll: Option<Tick>,
+        /// The time its polls took so far.
         busy: Duration,
     },
     /// The handler panicked before it returned a future.

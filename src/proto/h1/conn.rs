@@ -457,8 +457,9 @@ where
         debug_assert!(fits_batch(&response));
         let (parts, body) = response.into_parts();
         let no_body = status_has_no_body(parts.status);
-        // A body that is not in memory (never the case here) is sent empty.
-        let full = body.try_into_full().unwrap_or_default();
+        let Ok(full) = body.try_into_full() else {
+            unreachable!("fits_batch: the body is in memory");
+        };
         let len = full.as_ref().map_or(0, |b| b.len() as u64);
         let framing = if no_body { encode::Framing::None } else { encode::Framing::Length(len) };
         let keep_alive = encode_head(parts.status, &parts.headers, framing, keep_alive, http10, &mut self.out);
@@ -475,9 +476,13 @@ where
     /// batch buffer; large or streamed bodies go through the boxed writer.
     /// Also returns the body bytes sent.
     async fn respond(&mut self, response: Response, is_head: bool, mut keep_alive: bool, http10: bool) -> (Next, u64) {
+        if fits_batch(&response) {
+            return self.respond_in_batch(response, is_head, keep_alive, http10);
+        }
         let (parts, body) = response.into_parts();
         let mut sent = 0;
         let written = match body.try_into_full() {
+            // A large body in memory: written from its own buffer after the batch.
             Ok(full) => {
                 let no_body = status_has_no_body(parts.status);
                 let len = full.as_ref().map_or(0, |b| b.len() as u64);
@@ -485,16 +490,11 @@ where
                 keep_alive = encode_head(parts.status, &parts.headers, framing, keep_alive, http10, &mut self.out);
                 header_pool::give_back(parts.headers);
                 match full.filter(|_| !is_head && !no_body) {
-                    Some(bytes) if bytes.len() >= DIRECT_WRITE_MIN => {
+                    Some(bytes) => {
                         let len = bytes.len() as u64;
                         let written = Box::pin(self.write_large(bytes)).await;
                         sent = if written.is_ok() { len } else { 0 };
                         written
-                    }
-                    Some(bytes) => {
-                        self.out.put_slice(&bytes);
-                        sent = bytes.len() as u64;
-                        Ok(())
                     }
                     None => Ok(()),
                 }

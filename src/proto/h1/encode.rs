@@ -6,7 +6,7 @@ use bytes::{BufMut, BytesMut};
 use http::StatusCode;
 use http::header::{self, HeaderMap};
 
-use crate::http::date::{DATE_LEN, coarse_unix_secs, http_date};
+use crate::http::date::{DATE_LEN, coarse_unix_secs, http_date_at};
 
 /// How the response body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +132,7 @@ fn server_and_date_lines() -> [u8; SERVER_AND_DATE_LEN] {
         let date_at = SERVER_LINE.len() + DATE_PREFIX.len();
         lines[..SERVER_LINE.len()].copy_from_slice(SERVER_LINE.as_bytes());
         lines[SERVER_LINE.len()..date_at].copy_from_slice(DATE_PREFIX);
-        lines[date_at..date_at + DATE_LEN].copy_from_slice(&http_date());
+        lines[date_at..date_at + DATE_LEN].copy_from_slice(&http_date_at(secs));
         lines[date_at + DATE_LEN..].copy_from_slice(b"\r\n");
         cached.set((secs, lines));
         lines

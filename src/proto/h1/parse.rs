@@ -153,9 +153,9 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
     for (i, slot) in positions[..count].iter().enumerate() {
         // SAFETY: the loop above wrote positions[0..count], one per parsed field.
         let pos = unsafe { slot.assume_init_ref() };
-        let name = match &pos.known {
+        let name = match pos.known {
             // Recognised already (`Facts::note`): no second look at the name.
-            Some(name) => name.clone(),
+            Some(known) => known.name(),
             None => HeaderName::from_bytes(&head[pos.name.0..pos.name.1]).map_err(|_| bad("invalid header name"))?,
         };
         // SAFETY: httparse accepted every byte of this value (its value map
@@ -188,9 +188,36 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
 struct FieldPos {
     name: (usize, usize),
     value: (usize, usize),
-    /// The name, when [`Facts::note`] recognised it (a standard name, so
-    /// the constant costs nothing to copy).
-    known: Option<HeaderName>,
+    /// The name, when [`Facts::note`] recognised it.
+    known: Option<Known>,
+}
+
+/// A field name [`Facts::note`] recognised (one byte in [`FieldPos`], which
+/// the parser keeps an array of).
+#[derive(Clone, Copy)]
+enum Known {
+    Host,
+    Expect,
+    Accept,
+    Upgrade,
+    Connection,
+    ContentLength,
+    TransferEncoding,
+}
+
+impl Known {
+    /// The name as the map's constant.
+    fn name(self) -> HeaderName {
+        match self {
+            Known::Host => header::HOST,
+            Known::Expect => header::EXPECT,
+            Known::Accept => header::ACCEPT,
+            Known::Upgrade => header::UPGRADE,
+            Known::Connection => header::CONNECTION,
+            Known::ContentLength => header::CONTENT_LENGTH,
+            Known::TransferEncoding => header::TRANSFER_ENCODING,
+        }
+    }
 }
 
 /// What the fields say about framing and persistence, gathered in one pass.
@@ -236,23 +263,23 @@ impl Facts {
     /// Records what field `index` says; errors are kept for [`Facts::decide`],
     /// which reports them once the `Accept` field is known too. Returns the
     /// field's name when it is one of those looked for.
-    fn note(&mut self, index: usize, name: &[u8], value: &[u8]) -> Option<HeaderName> {
+    fn note(&mut self, index: usize, name: &[u8], value: &[u8]) -> Option<Known> {
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => {
                 self.hosts = self.hosts.saturating_add(1);
-                return Some(header::HOST);
+                return Some(Known::Host);
             }
             6 if name.eq_ignore_ascii_case(b"expect") => {
                 self.expect = Some(trim_ows(value).eq_ignore_ascii_case(b"100-continue"));
-                return Some(header::EXPECT);
+                return Some(Known::Expect);
             }
             6 if name.eq_ignore_ascii_case(b"accept") => {
                 self.accept = Some(index);
-                return Some(header::ACCEPT);
+                return Some(Known::Accept);
             }
             7 if name.eq_ignore_ascii_case(b"upgrade") => {
                 self.upgrade = true;
-                return Some(header::UPGRADE);
+                return Some(Known::Upgrade);
             }
             9 if self.gtxn.is_none() && name.eq_ignore_ascii_case(b"x-gtxn-id") => self.gtxn = Some(index),
             9 if self.ltxn.is_none() && name.eq_ignore_ascii_case(b"x-ltxn-id") => self.ltxn = Some(index),
@@ -262,7 +289,7 @@ impl Facts {
                     self.close |= token.eq_ignore_ascii_case(b"close");
                     self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
                 }
-                return Some(header::CONNECTION);
+                return Some(Known::Connection);
             }
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 self.has_content_length = true;
@@ -279,7 +306,7 @@ impl Facts {
                         self.content_length_error = problem;
                     }
                 }
-                return Some(header::CONTENT_LENGTH);
+                return Some(Known::ContentLength);
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
                 for coding in value.split(|&b| b == b',') {
@@ -298,7 +325,7 @@ impl Facts {
                         (_, false) => NotFinalChunked,
                     };
                 }
-                return Some(header::TRANSFER_ENCODING);
+                return Some(Known::TransferEncoding);
             }
             _ => {}
         }
@@ -364,12 +391,15 @@ fn looks_like_h2_preface(buf: &[u8]) -> bool {
     buf.starts_with(b"PRI * HTTP/2.0")
 }
 
+/// True when a line of `head` (a head httparse accepted) ends in a bare LF.
+///
+/// httparse takes a CR only as the first half of a CRLF (a CR anywhere else
+/// fails the parse: see `lone_cr_is_refused`),
+/// so every CR here has its LF, and a bare LF is an LF more than there are
+/// CRs. Counting both in one branch-free pass, in blocks small enough for
+/// byte counters, vectorises: about 4 ns for a short head, against 16 for a
+/// search per line.
 fn has_bare_lf(head: &[u8]) -> bool {
-    // httparse takes a CR only as the first half of a CRLF (a CR anywhere
-    // else fails the parse: see `lone_cr_is_refused`), so every CR here has
-    // its LF, and a bare LF is an LF more than there are CRs. Counting both
-    // in one branch-free pass, in blocks small enough for byte counters,
-    // vectorises: about 4 ns for a short head, against 16 for a search per line.
     let (mut lf, mut cr) = (0usize, 0usize);
     for block in head.chunks(128) {
         let (mut block_lf, mut block_cr) = (0u8, 0u8);
