@@ -259,13 +259,16 @@ impl ShardCtx {
             Target::Static(files) => return Route::Static { files, strip, next },
         };
         let slot = if site == Site::Admin { self.services.metrics.engine_slot() } else { next - 1 };
-        let original_uri = req.uri().clone();
-        if strip > 0 {
+        // Below a stripped mount point the request gets a new target and the
+        // original moves to the context; otherwise both need it (a clone).
+        let original_uri = if strip > 0 {
             match strip_prefix(req.uri(), strip) {
-                Some(uri) => *req.uri_mut() = uri,
+                Some(uri) => std::mem::replace(req.uri_mut(), uri),
                 None => return Route::Respond(Box::new(error_response(StatusCode::BAD_REQUEST, accept, None))),
             }
-        }
+        } else {
+            req.uri().clone()
+        };
         Route::Handler { handler, mount_point: &mount.prefix, original_uri, slot }
     }
 
