@@ -19,15 +19,16 @@ thread_local! {
 }
 
 /// An empty map, reused when one is available.
+#[inline]
 pub(crate) fn take() -> HeaderMap {
     POOL.with(|pool| pool.borrow_mut().pop()).unwrap_or_default()
 }
 
-/// Puts a pooled map (when one is available) in place of `fresh`, the empty
-/// map of a response just made with `Response::new`.
-pub(crate) fn install(fresh: &mut HeaderMap) {
-    let Some(pooled) = POOL.with(|pool| pool.borrow_mut().pop()) else { return };
-    let replaced = std::mem::replace(fresh, pooled);
+/// Puts `map` in place of `fresh`, the empty map of a response just made
+/// with `Response::new` (how pooled maps get into responses).
+#[inline]
+pub(crate) fn install(fresh: &mut HeaderMap, map: HeaderMap) {
+    let replaced = std::mem::replace(fresh, map);
     if replaced.capacity() == 0 && replaced.is_empty() {
         // `HeaderMap::new` allocates nothing, so there is nothing to free:
         // skipping the drop glue of its (empty) parts saves about 60
@@ -62,7 +63,7 @@ mod tests {
         let capacity = used.capacity();
         give_back(used);
         let mut response = http::Response::new(());
-        install(response.headers_mut());
+        install(response.headers_mut(), take());
         assert!(response.headers().is_empty());
         assert_eq!(response.headers().capacity(), capacity, "the pooled allocation");
     }

@@ -50,7 +50,7 @@ const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json
 
 fn with_type(body: Bytes, content_type: HeaderValue) -> Response {
     let mut res = http::Response::new(Body::full(body));
-    header_pool::install(res.headers_mut());
+    header_pool::install(res.headers_mut(), header_pool::take());
     res.headers_mut().insert(CONTENT_TYPE, content_type);
     res
 }

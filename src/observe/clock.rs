@@ -16,11 +16,7 @@ impl Tick {
     /// Now.
     #[inline]
     pub(crate) fn now() -> Tick {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always
-        // exists on Linux, so the call cannot fail (it is a vDSO read).
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        Tick(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+        Tick::read(libc::CLOCK_MONOTONIC)
     }
 
     /// Now on the coarse clock (`CLOCK_MONOTONIC_COARSE`): cheaper still,
@@ -28,9 +24,17 @@ impl Tick {
     /// deadlines of seconds; compare coarse ticks only with each other.
     #[inline]
     pub(crate) fn coarse() -> Tick {
+        Tick::read(libc::CLOCK_MONOTONIC_COARSE)
+    }
+
+    /// `clock` now, as a tick.
+    #[inline]
+    fn read(clock: libc::clockid_t) -> Tick {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: as in `now`; CLOCK_MONOTONIC_COARSE exists on Linux since 2.6.32.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        // SAFETY: `ts` is a valid, writable timespec; both monotonic clocks
+        // exist on every Linux we run on (COARSE since 2.6.32), so the call
+        // cannot fail (it is a vDSO read).
+        unsafe { libc::clock_gettime(clock, &mut ts) };
         Tick(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
     }
 

@@ -317,13 +317,24 @@ impl ShardCtx {
         }
     }
 
-    /// The 500 for a handler that panicked (with the message under `--devel`).
-    pub(crate) fn panic_response(
+    /// The response a finished [`Answer`] gives (a 500 when the handler
+    /// panicked), noting in `exchange` how long it kept the shard busy and
+    /// when it returned.
+    #[inline(always)]
+    pub(crate) fn settle(
         &self,
-        panic: Box<dyn std::any::Any + Send>,
+        answered: Answered,
+        exchange: &mut Exchange<'_>,
         cx: &Ctx,
         accept: Option<&HeaderValue>,
     ) -> Response {
+        exchange.busy = Some(answered.busy);
+        exchange.answered = Some(answered.at);
+        answered.outcome.unwrap_or_else(|panic| self.panic_response(panic, cx, accept))
+    }
+
+    /// The 500 for a handler that panicked (with the message under `--devel`).
+    fn panic_response(&self, panic: Box<dyn std::any::Any + Send>, cx: &Ctx, accept: Option<&HeaderValue>) -> Response {
         let message = panic_message(&*panic);
         tracing::debug!(shard = self.id, path = cx.full_path(), panic = %message, "handler panicked; answering 500");
         let detail = self.devel.then(|| format!("handler panicked: {message}"));
@@ -435,9 +446,7 @@ impl ShardCtx {
                         cx.pushes = Some(Vec::new());
                     }
                     let answered = self.call(handler, req, &mut cx, exchange.started).await;
-                    exchange.busy = Some(answered.busy);
-                    exchange.answered = Some(answered.at);
-                    let response = answered.outcome.unwrap_or_else(|panic| self.panic_response(panic, &cx, accept));
+                    let response = self.settle(answered, exchange, &cx, accept);
                     let pushes = cx.pushes.take().unwrap_or_default();
                     return Dispatched { response, pushes, websocket: cx.upgrade.0.take() };
                 }

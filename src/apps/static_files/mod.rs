@@ -358,7 +358,7 @@ impl StaticFiles {
 fn with_headers(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
     let mut res = Response::new(body);
     *res.status_mut() = status;
-    *res.headers_mut() = headers;
+    header_pool::install(res.headers_mut(), headers);
     res
 }
 

@@ -400,10 +400,7 @@ where
                                 let mut cx = shard.ctx(self.peer, mount_point, original_uri, version, &exchange.txn);
                                 let answer = shard.call(handler, head.request, &mut cx, exchange.started);
                                 let answered = flush_while_pending!(self, answer);
-                                exchange.busy = Some(answered.busy);
-                                exchange.answered = Some(answered.at);
-                                let response =
-                                    answered.outcome.unwrap_or_else(|panic| shard.panic_response(panic, &cx, accept));
+                                let response = shard.settle(answered, &mut exchange, &cx, accept);
                                 if let Some(pending) = cx.upgrade.0.take() {
                                     if response.status() == StatusCode::SWITCHING_PROTOCOLS && !http10 {
                                         let handled = exchange.answered_at();
@@ -453,23 +450,40 @@ where
     /// Encodes a response that [`fits_batch`] (the common case) into the
     /// batch buffer, returning what [`Self::respond`] would. Not `async`:
     /// the response is not moved into another future.
+    #[inline]
     fn respond_in_batch(&mut self, response: Response, is_head: bool, keep_alive: bool, http10: bool) -> (Next, u64) {
         debug_assert!(fits_batch(&response));
         let (parts, body) = response.into_parts();
-        let no_body = status_has_no_body(parts.status);
         let Ok(full) = body.try_into_full() else {
             unreachable!("fits_batch: the body is in memory");
         };
-        let len = full.as_ref().map_or(0, |b| b.len() as u64);
-        let framing = if no_body { encode::Framing::None } else { encode::Framing::Length(len) };
-        let keep_alive = encode_head(parts.status, &parts.headers, framing, keep_alive, http10, &mut self.out);
-        header_pool::give_back(parts.headers);
+        let (keep_alive, to_send) = self.encode_full_head(parts, full, is_head, keep_alive, http10);
         let mut sent = 0;
-        if let Some(bytes) = full.filter(|_| !is_head && !no_body) {
+        if let Some(bytes) = to_send {
             self.out.put_slice(&bytes);
             sent = bytes.len() as u64;
         }
         (if keep_alive { Next::KeepAlive } else { Next::Close }, sent)
+    }
+
+    /// Encodes the head of a response whose body `full` is in memory and
+    /// returns the map to the pool; gives back whether the connection stays
+    /// open and the body bytes to send (none for HEAD or a bodiless status).
+    #[inline(always)]
+    fn encode_full_head(
+        &mut self,
+        parts: http::response::Parts,
+        full: Option<Bytes>,
+        is_head: bool,
+        keep_alive: bool,
+        http10: bool,
+    ) -> (bool, Option<Bytes>) {
+        let no_body = status_has_no_body(parts.status);
+        let len = full.as_ref().map_or(0, |b| b.len() as u64);
+        let framing = if no_body { encode::Framing::None } else { encode::Framing::Length(len) };
+        let keep_alive = encode_head(parts.status, &parts.headers, framing, keep_alive, http10, &mut self.out);
+        header_pool::give_back(parts.headers);
+        (keep_alive, full.filter(|_| !is_head && !no_body))
     }
 
     /// Sends a response: small in-memory bodies are encoded straight into the
@@ -484,12 +498,9 @@ where
         let written = match body.try_into_full() {
             // A large body in memory: written from its own buffer after the batch.
             Ok(full) => {
-                let no_body = status_has_no_body(parts.status);
-                let len = full.as_ref().map_or(0, |b| b.len() as u64);
-                let framing = if no_body { encode::Framing::None } else { encode::Framing::Length(len) };
-                keep_alive = encode_head(parts.status, &parts.headers, framing, keep_alive, http10, &mut self.out);
-                header_pool::give_back(parts.headers);
-                match full.filter(|_| !is_head && !no_body) {
+                let to_send;
+                (keep_alive, to_send) = self.encode_full_head(parts, full, is_head, keep_alive, http10);
+                match to_send {
                     Some(bytes) => {
                         let len = bytes.len() as u64;
                         let written = Box::pin(self.write_large(bytes)).await;
