@@ -56,12 +56,18 @@ mod tests {
     use super::*;
     use http::header::{CONTENT_TYPE, HeaderValue};
 
-    #[test]
-    fn install_swaps_a_pooled_map_in() {
+    /// Gives back a map that held one field; returns its capacity.
+    fn give_back_a_used_map() -> usize {
         let mut used = take();
         used.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         let capacity = used.capacity();
         give_back(used);
+        capacity
+    }
+
+    #[test]
+    fn install_swaps_a_pooled_map_in() {
+        let capacity = give_back_a_used_map();
         let mut response = http::Response::new(());
         install(response.headers_mut(), take());
         assert!(response.headers().is_empty());
@@ -70,10 +76,7 @@ mod tests {
 
     #[test]
     fn maps_come_back_empty_with_their_allocation() {
-        let mut map = take();
-        map.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        let capacity = map.capacity();
-        give_back(map);
+        let capacity = give_back_a_used_map();
         let again = take();
         assert!(again.is_empty());
         assert_eq!(again.capacity(), capacity);
