@@ -48,6 +48,7 @@ const TEXT_PLAIN_UTF8: HeaderValue = HeaderValue::from_static("text/plain; chars
 const TEXT_HTML_UTF8: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
+#[inline]
 fn with_type(body: Bytes, content_type: HeaderValue) -> Response {
     let mut res = http::Response::new(Body::full(body));
     header_pool::install(res.headers_mut(), header_pool::take());

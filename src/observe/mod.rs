@@ -151,11 +151,22 @@ impl<'s> Exchange<'s> {
     /// The request is answered with `status`: `handled` is when its
     /// response was ready, the byte counts are of the bodies actually
     /// received and sent.
+    #[inline(always)]
     pub(crate) fn finish(self, status: u16, request_bytes: u64, response_bytes: u64, handled: Tick) {
+        // Inlined, so the exchange is not copied into a call; the log line
+        // (when there is one) is written out of line.
         let handling = handled.since(self.started);
         if self.counted {
             self.metrics.record(self.version, status, self.slot, handling, request_bytes, response_bytes);
         }
+        if self.facts.is_some() {
+            self.log(status, request_bytes, response_bytes, handled, handling);
+        }
+    }
+
+    /// Writes the access log line of a finished exchange.
+    #[inline(never)]
+    fn log(&self, status: u16, request_bytes: u64, response_bytes: u64, handled: Tick, handling: Duration) {
         if let (Some(log), Some(facts)) = (self.log, &self.facts) {
             let outcome = Outcome {
                 peer: self.peer,

@@ -274,7 +274,9 @@ impl ShardCtx {
 
     /// The context of a request `route` gave to a handler mounted at
     /// `mount_point`. Built where it is used, not carried inside [`Route`]:
-    /// every byte of a value returned and matched is copied again.
+    /// every byte of a value returned and matched is copied again (and
+    /// inlined, so the context is built in its final place).
+    #[inline(always)]
     pub(crate) fn ctx(
         &self,
         peer: SocketAddr,
@@ -311,30 +313,31 @@ impl ShardCtx {
         cx: &'a mut Ctx,
         started: Tick,
     ) -> Answer<'a> {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req, cx))) {
-            Ok(future) => Answer::Running { future, first_poll: Some(started), busy: Duration::ZERO },
-            Err(panic) => Answer::Panicked(Some(panic)),
-        }
+        let (future, outcome) = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req, cx))) {
+            Ok(future) => (Some(future), None),
+            Err(panic) => (None, Some(Err(panic))),
+        };
+        Answer { future, first_poll: Some(started), busy: Duration::ZERO, at: None, outcome }
     }
 
-    /// The response a finished [`Answer`] gives (a 500 when the handler
-    /// panicked), noting in `exchange` how long it kept the shard busy and
-    /// when it returned.
+    /// What a finished [`Answer`] gives: the response, or the payload of
+    /// the handler's panic for [`Self::panic_response`]. Notes in `exchange`
+    /// how long the handler kept the shard busy and when it returned.
     #[inline(always)]
-    pub(crate) fn settle(
-        &self,
-        answered: Answered,
-        exchange: &mut Exchange<'_>,
-        cx: &Ctx,
-        accept: Option<&HeaderValue>,
-    ) -> Response {
-        exchange.busy = Some(answered.busy);
-        exchange.answered = Some(answered.at);
-        answered.outcome.unwrap_or_else(|panic| self.panic_response(panic, cx, accept))
+    pub(crate) fn settle(answer: &mut Answer<'_>, exchange: &mut Exchange<'_>) -> std::thread::Result<Response> {
+        exchange.busy = Some(answer.busy);
+        exchange.answered = Some(answer.at.unwrap_or_else(Tick::now));
+        answer.outcome.take().expect("an Answer is settled once, after it finished")
     }
 
     /// The 500 for a handler that panicked (with the message under `--devel`).
-    fn panic_response(&self, panic: Box<dyn std::any::Any + Send>, cx: &Ctx, accept: Option<&HeaderValue>) -> Response {
+    #[cold]
+    pub(crate) fn panic_response(
+        &self,
+        panic: Box<dyn std::any::Any + Send>,
+        cx: &Ctx,
+        accept: Option<&HeaderValue>,
+    ) -> Response {
         let message = panic_message(&*panic);
         tracing::debug!(shard = self.id, path = cx.full_path(), panic = %message, "handler panicked; answering 500");
         let detail = self.devel.then(|| format!("handler panicked: {message}"));
@@ -445,8 +448,11 @@ impl ShardCtx {
                     if push {
                         cx.pushes = Some(Vec::new());
                     }
-                    let answered = self.call(handler, req, &mut cx, exchange.started).await;
-                    let response = self.settle(answered, exchange, &cx, accept);
+                    let mut answer = self.call(handler, req, &mut cx, exchange.started);
+                    (&mut answer).await;
+                    let outcome = Self::settle(&mut answer, exchange);
+                    drop(answer);
+                    let response = outcome.unwrap_or_else(|panic| self.panic_response(panic, &cx, accept));
                     let pushes = cx.pushes.take().unwrap_or_default();
                     return Dispatched { response, pushes, websocket: cx.upgrade.0.take() };
                 }
@@ -508,51 +514,52 @@ pub(crate) enum Route<'a> {
 /// A handler's answer in progress (see [`ShardCtx::call`]). Its polls are
 /// timed: their sum is how long the handler kept the shard busy, the load
 /// estimate's measure (waiting on I/O costs nothing).
-pub(crate) enum Answer<'a> {
-    /// The handler's future is being polled.
-    Running {
-        /// The handler's future.
-        future: LocalBoxFuture<'a, Response>,
-        /// The first poll's start: the request's start, one clock read less.
-        first_poll: Option<Tick>,
-        /// The time its polls took so far.
-        busy: Duration,
-    },
-    /// The handler panicked before it returned a future.
-    Panicked(Option<Box<dyn std::any::Any + Send>>),
-}
-
-/// What [`Answer`] resolves to.
-pub(crate) struct Answered {
-    /// The response, or the payload of the handler's panic.
-    pub(crate) outcome: std::thread::Result<Response>,
-    /// How long the handler's polls kept the shard busy.
-    pub(crate) busy: Duration,
+///
+/// Awaiting it yields `()` and the outcome stays inside until
+/// [`ShardCtx::settle`] takes it: a response is about 150 bytes, and every
+/// value a future resolves to is copied again at each level that passes it on.
+pub(crate) struct Answer<'a> {
+    /// The handler's future, until it finishes.
+    future: Option<LocalBoxFuture<'a, Response>>,
+    /// The first poll's start: the request's start, one clock read less.
+    first_poll: Option<Tick>,
+    /// The time its polls took so far.
+    busy: Duration,
     /// When the handler returned (the end of its last poll).
-    pub(crate) at: Tick,
+    at: Option<Tick>,
+    /// The response, or the payload of the handler's panic, once there is one.
+    outcome: Option<std::thread::Result<Response>>,
 }
 
 impl Future for Answer<'_> {
-    type Output = Answered;
+    type Output = ();
 
-    fn poll(self: std::pin::Pin<&mut Self>, task: &mut std::task::Context<'_>) -> Poll<Answered> {
-        match self.get_mut() {
-            Answer::Panicked(panic) => {
-                let panic = panic.take().expect("Answer polled after it completed");
-                Poll::Ready(Answered { outcome: Err(panic), busy: Duration::ZERO, at: Tick::now() })
+    fn poll(self: std::pin::Pin<&mut Self>, task: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let Some(future) = this.future.as_mut() else {
+            return Poll::Ready(());
+        };
+        let t0 = this.first_poll.take().unwrap_or_else(Tick::now);
+        // The response goes straight into its slot (not out through the
+        // `Result` of `catch_unwind` and on from there).
+        let outcome = &mut this.outcome;
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| match future.as_mut().poll(task) {
+            Poll::Ready(response) => {
+                *outcome = Some(Ok(response));
+                Poll::Ready(())
             }
-            Answer::Running { future, first_poll, busy } => {
-                let t0 = first_poll.take().unwrap_or_else(Tick::now);
-                let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(task)));
-                let at = Tick::now();
-                *busy += at.since(t0);
-                match polled {
-                    Ok(Poll::Pending) => Poll::Pending,
-                    Ok(Poll::Ready(response)) => Poll::Ready(Answered { outcome: Ok(response), busy: *busy, at }),
-                    Err(panic) => Poll::Ready(Answered { outcome: Err(panic), busy: *busy, at }),
-                }
-            }
+            Poll::Pending => Poll::Pending,
+        }));
+        let at = Tick::now();
+        this.busy += at.since(t0);
+        match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(())) => {}
+            Err(panic) => this.outcome = Some(Err(panic)),
         }
+        this.future = None;
+        this.at = Some(at);
+        Poll::Ready(())
     }
 }
 

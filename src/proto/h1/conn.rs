@@ -398,9 +398,11 @@ where
                             Route::Handler { handler, mount_point, original_uri, slot } => {
                                 exchange.slot = slot;
                                 let mut cx = shard.ctx(self.peer, mount_point, original_uri, version, &exchange.txn);
-                                let answer = shard.call(handler, head.request, &mut cx, exchange.started);
-                                let answered = flush_while_pending!(self, answer);
-                                let response = shard.settle(answered, &mut exchange, &cx, accept);
+                                let mut answer = shard.call(handler, head.request, &mut cx, exchange.started);
+                                flush_while_pending!(self, &mut answer);
+                                let outcome = ShardCtx::settle(&mut answer, &mut exchange);
+                                drop(answer);
+                                let response = outcome.unwrap_or_else(|panic| shard.panic_response(panic, &cx, accept));
                                 if let Some(pending) = cx.upgrade.0.take() {
                                     if response.status() == StatusCode::SWITCHING_PROTOCOLS && !http10 {
                                         let handled = exchange.answered_at();

@@ -1,6 +1,6 @@
 //! HTTP/1.1 response heads and chunked framing, written into a batch buffer.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 
 use bytes::{BufMut, BytesMut};
 use http::StatusCode;
@@ -42,17 +42,17 @@ pub(crate) fn encode_head(
     http10_client: bool,
     dst: &mut BytesMut,
 ) -> bool {
-    dst.reserve(256);
+    let mut out = HeadWriter::new(dst, 256);
     // The common status line and the default fields are written as whole
     // lines: a few larger copies instead of many tiny ones.
     if status == StatusCode::OK {
-        dst.put_slice(b"HTTP/1.1 200 OK\r\n");
+        out.put(b"HTTP/1.1 200 OK\r\n");
     } else {
-        dst.put_slice(b"HTTP/1.1 ");
-        dst.put_slice(status.as_str().as_bytes());
-        dst.put_u8(b' ');
-        dst.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
-        dst.put_slice(b"\r\n");
+        out.put(b"HTTP/1.1 ");
+        out.put(status.as_str().as_bytes());
+        out.put(b" ");
+        out.put(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+        out.put(b"\r\n");
     }
     // One pass over the handler's fields; our defaults fill in what it left out.
     let mut has_server = false;
@@ -68,37 +68,33 @@ pub(crate) fn encode_head(
         }
         has_server |= name == header::SERVER;
         has_date |= name == header::DATE;
-        dst.put_slice(name.as_str().as_bytes());
-        dst.put_slice(b": ");
-        dst.put_slice(value.as_bytes());
-        dst.put_slice(b"\r\n");
+        out.put(name.as_str().as_bytes());
+        out.put(b": ");
+        out.put(value.as_bytes());
+        out.put(b"\r\n");
     }
     match (has_server, has_date) {
-        (false, false) => dst.put_slice(&server_and_date_lines()),
-        (false, true) => dst.put_slice(SERVER_LINE.as_bytes()),
-        (true, false) => dst.put_slice(&server_and_date_lines()[SERVER_LINE.len()..]),
+        (false, false) => with_server_and_date_lines(|lines| out.put(lines)),
+        (false, true) => out.put(SERVER_LINE.as_bytes()),
+        (true, false) => with_server_and_date_lines(|lines| out.put(&lines[SERVER_LINE.len()..])),
         (true, true) => {}
     }
     match framing {
         Framing::Length(n) => {
-            let mut line = [0u8; CONTENT_LENGTH_LINE_MAX];
             let mut digits = itoa::Buffer::new();
-            let digits = digits.format(n).as_bytes();
-            let end = CONTENT_LENGTH.len() + digits.len() + 2;
-            line[..CONTENT_LENGTH.len()].copy_from_slice(CONTENT_LENGTH);
-            line[CONTENT_LENGTH.len()..end - 2].copy_from_slice(digits);
-            line[end - 2..end].copy_from_slice(b"\r\n");
-            dst.put_slice(&line[..end]);
+            out.put(CONTENT_LENGTH);
+            out.put(digits.format(n).as_bytes());
+            out.put(b"\r\n");
         }
-        Framing::Chunked => dst.put_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::Chunked => out.put(b"Transfer-Encoding: chunked\r\n"),
         Framing::Close | Framing::None => {}
     }
     if status == StatusCode::SWITCHING_PROTOCOLS {
         // A WebSocket upgrade: the connection carries on in the new protocol.
-        dst.put_slice(b"Connection: Upgrade\r\n\r\n");
+        out.put(b"Connection: Upgrade\r\n\r\n");
         return keep_alive;
     }
-    dst.put_slice(match (keep_alive, http10_client) {
+    out.put(match (keep_alive, http10_client) {
         (false, _) => b"Connection: close\r\n\r\n",
         (true, true) => b"Connection: keep-alive\r\n\r\n",
         (true, false) => b"\r\n",
@@ -106,9 +102,73 @@ pub(crate) fn encode_head(
     keep_alive
 }
 
+/// Appends the pieces of a response head to a buffer: one capacity check
+/// per piece and one length update at the end, where `BytesMut::put_slice`
+/// pays for a reserve, a bounds check and a length update on every piece
+/// (a head is a dozen pieces).
+struct HeadWriter<'a> {
+    dst: &'a mut BytesMut,
+    /// Bytes written into the spare capacity and not yet counted in `dst.len()`.
+    written: usize,
+    /// `dst`'s spare capacity when it was last taken.
+    spare: usize,
+}
+
+impl<'a> HeadWriter<'a> {
+    /// A writer appending to `dst`, with at least `expected` bytes of room ready.
+    #[inline(always)]
+    fn new(dst: &'a mut BytesMut, expected: usize) -> Self {
+        dst.reserve(expected);
+        let spare = dst.capacity() - dst.len();
+        HeadWriter { dst, written: 0, spare }
+    }
+
+    /// Appends `bytes`.
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) {
+        if self.spare - self.written < bytes.len() {
+            self.grow(bytes.len());
+        }
+        // SAFETY: `dst` has `spare` bytes of capacity past its length, and
+        // `written + bytes.len() <= spare` was checked (or made true by
+        // `grow`) just above, so the copy stays inside the allocation. The
+        // source is a shared slice that cannot overlap the spare capacity
+        // of a buffer we hold mutably.
+        unsafe {
+            let at = self.dst.as_mut_ptr().add(self.dst.len() + self.written);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len());
+        }
+        self.written += bytes.len();
+    }
+
+    /// Counts what is written so far and makes room for `more` bytes (a
+    /// head larger than expected: long header values).
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, more: usize) {
+        self.commit();
+        self.dst.reserve(more + 256);
+        self.spare = self.dst.capacity() - self.dst.len();
+    }
+
+    /// Counts the written bytes in the buffer's length.
+    #[inline(always)]
+    fn commit(&mut self) {
+        // SAFETY: the `written` bytes past the length were initialised by
+        // `put` and lie within the capacity.
+        unsafe { self.dst.set_len(self.dst.len() + self.written) };
+        self.spare -= self.written;
+        self.written = 0;
+    }
+}
+
+impl Drop for HeadWriter<'_> {
+    fn drop(&mut self) {
+        self.commit();
+    }
+}
+
 const CONTENT_LENGTH: &[u8] = b"Content-Length: ";
-/// "Content-Length: " + up to 20 digits + CRLF.
-const CONTENT_LENGTH_LINE_MAX: usize = 16 + 20 + 2;
 /// The default `Server` field, as a whole line.
 const SERVER_LINE: &str = concat!("Server: skitai/", env!("CARGO_PKG_VERSION"), "\r\n");
 const DATE_PREFIX: &[u8] = b"Date: ";
@@ -116,27 +176,32 @@ const SERVER_AND_DATE_LEN: usize = SERVER_LINE.len() + DATE_PREFIX.len() + DATE_
 
 thread_local! {
     /// The two lines below for the second they were made in.
-    static SERVER_AND_DATE: Cell<(u64, [u8; SERVER_AND_DATE_LEN])> =
-        const { Cell::new((u64::MAX, [0; SERVER_AND_DATE_LEN])) };
+    static SERVER_AND_DATE: RefCell<(u64, [u8; SERVER_AND_DATE_LEN])> =
+        const { RefCell::new((u64::MAX, [0; SERVER_AND_DATE_LEN])) };
 }
 
-/// `Server: skitai/<version>\r\nDate: <now>\r\n`, made once a second per shard.
-fn server_and_date_lines() -> [u8; SERVER_AND_DATE_LEN] {
+/// Calls `write` with `Server: skitai/<version>\r\nDate: <now>\r\n`, made
+/// once a second per shard (and lent, not copied, the rest of the time).
+#[inline(always)]
+fn with_server_and_date_lines(write: impl FnOnce(&[u8])) {
     let secs = coarse_unix_secs();
     SERVER_AND_DATE.with(|cached| {
-        let (made_in, lines) = cached.get();
-        if made_in == secs {
-            return lines;
+        let mut cached = cached.borrow_mut();
+        if cached.0 != secs {
+            remake_server_and_date_lines(secs, &mut cached.1);
+            cached.0 = secs;
         }
-        let mut lines = [0u8; SERVER_AND_DATE_LEN];
-        let date_at = SERVER_LINE.len() + DATE_PREFIX.len();
-        lines[..SERVER_LINE.len()].copy_from_slice(SERVER_LINE.as_bytes());
-        lines[SERVER_LINE.len()..date_at].copy_from_slice(DATE_PREFIX);
-        lines[date_at..date_at + DATE_LEN].copy_from_slice(&http_date_at(secs));
-        lines[date_at + DATE_LEN..].copy_from_slice(b"\r\n");
-        cached.set((secs, lines));
-        lines
+        write(&cached.1);
     })
+}
+
+#[cold]
+fn remake_server_and_date_lines(secs: u64, lines: &mut [u8; SERVER_AND_DATE_LEN]) {
+    let date_at = SERVER_LINE.len() + DATE_PREFIX.len();
+    lines[..SERVER_LINE.len()].copy_from_slice(SERVER_LINE.as_bytes());
+    lines[SERVER_LINE.len()..date_at].copy_from_slice(DATE_PREFIX);
+    lines[date_at..date_at + DATE_LEN].copy_from_slice(&http_date_at(secs));
+    lines[date_at + DATE_LEN..].copy_from_slice(b"\r\n");
 }
 
 /// Writes one chunk (size line, data, CRLF); empty data is skipped because a
@@ -222,6 +287,27 @@ mod tests {
         let s = String::from_utf8(dst.to_vec()).unwrap();
         assert_eq!(s.matches("server:").count() + s.matches("Server:").count(), 1, "{s}");
         assert_eq!(s.matches("date:").count() + s.matches("Date:").count(), 1, "{s}");
+    }
+
+    #[test]
+    fn a_head_larger_than_the_first_reservation_is_whole() {
+        // Fields of 3 KiB in all: the writer grows past its first 256 bytes
+        // several times, after bytes already in the batch buffer.
+        let mut h = HeaderMap::new();
+        for (i, name) in ["x-one", "x-two", "x-three"].into_iter().enumerate() {
+            let value = char::from(b'a' + i as u8).to_string().repeat(1000);
+            h.insert(name, HeaderValue::from_str(&value).unwrap());
+        }
+        let mut dst = BytesMut::from(&b"earlier response"[..]);
+        let _ = encode_head(StatusCode::NOT_FOUND, &h, Framing::Length(7), true, false, &mut dst);
+        let s = String::from_utf8(dst.to_vec()).unwrap();
+        let head = s.strip_prefix("earlier response").expect("what was in the buffer stays first");
+        assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
+        for (name, c) in [("x-one", 'a'), ("x-two", 'b'), ("x-three", 'c')] {
+            assert!(head.contains(&format!("\r\n{name}: {}\r\n", c.to_string().repeat(1000))), "{name}");
+        }
+        assert!(head.ends_with("Content-Length: 7\r\n\r\n"), "{head}");
+        assert_eq!(head.matches("\r\n").count(), 1 + 3 + 2 + 1 + 1, "status, fields, Server and Date, length, end");
     }
 
     #[test]
