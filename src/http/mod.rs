@@ -15,7 +15,7 @@ pub(crate) use file_body::FilePart;
 
 use bytes::Bytes;
 use http::StatusCode;
-use http::header::{CONTENT_TYPE, HeaderValue, LOCATION};
+use http::header::{HeaderValue, LOCATION};
 
 /// A request as handlers see it.
 pub type Request = http::Request<Body>;
@@ -42,36 +42,29 @@ pub trait ResponseExt: Sized {
     fn redirect(status: StatusCode, location: &str) -> Self;
 }
 
-// `HeaderValue::from_static` validates every byte when called at run time;
-// as constants the check happens once, at compile time.
-const TEXT_PLAIN_UTF8: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
-const TEXT_HTML_UTF8: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
-const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
-
 #[inline]
-fn with_type(body: Bytes, content_type: HeaderValue) -> Response {
+fn with_type(body: Bytes, content_type: header_pool::Typed) -> Response {
     let mut res = http::Response::new(Body::full(body));
-    header_pool::install(res.headers_mut(), header_pool::take());
-    res.headers_mut().insert(CONTENT_TYPE, content_type);
+    header_pool::install(res.headers_mut(), header_pool::take_typed(content_type));
     res
 }
 
 impl ResponseExt for Response {
     fn text(body: impl Into<Bytes>) -> Self {
-        with_type(body.into(), TEXT_PLAIN_UTF8)
+        with_type(body.into(), header_pool::Typed::TextPlain)
     }
 
     fn html(body: impl Into<Bytes>) -> Self {
-        with_type(body.into(), TEXT_HTML_UTF8)
+        with_type(body.into(), header_pool::Typed::TextHtml)
     }
 
     fn json_bytes(body: impl Into<Bytes>) -> Self {
-        with_type(body.into(), APPLICATION_JSON)
+        with_type(body.into(), header_pool::Typed::Json)
     }
 
     fn json<T: serde::Serialize + ?Sized>(value: &T) -> Self {
         match serde_json::to_vec(value) {
-            Ok(body) => with_type(body.into(), APPLICATION_JSON),
+            Ok(body) => with_type(body.into(), header_pool::Typed::Json),
             Err(_) => Response::empty(StatusCode::INTERNAL_SERVER_ERROR),
         }
     }

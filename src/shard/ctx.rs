@@ -322,7 +322,11 @@ impl ShardCtx {
 
     /// What a finished [`Answer`] gives: the response, or the payload of
     /// the handler's panic for [`Self::panic_response`]. Notes in `exchange`
-    /// how long the handler kept the shard busy and when it returned.
+    /// how long the handler kept the shard busy and when it returned (now,
+    /// for a handler that panicked before it returned a future).
+    ///
+    /// # Panics
+    /// If `answer` has not finished, or was settled already.
     #[inline(always)]
     pub(crate) fn settle(answer: &mut Answer<'_>, exchange: &mut Exchange<'_>) -> std::thread::Result<Response> {
         exchange.busy = Some(answer.busy);
@@ -515,9 +519,10 @@ pub(crate) enum Route<'a> {
 /// timed: their sum is how long the handler kept the shard busy, the load
 /// estimate's measure (waiting on I/O costs nothing).
 ///
-/// Awaiting it yields `()` and the outcome stays inside until
-/// [`ShardCtx::settle`] takes it: a response is about 150 bytes, and every
-/// value a future resolves to is copied again at each level that passes it on.
+/// Awaiting it yields `()` (again at once if polled after it finished) and
+/// the outcome stays inside until [`ShardCtx::settle`] takes it: a response
+/// is about 150 bytes, and every value a future resolves to is copied again
+/// at each level that passes it on.
 pub(crate) struct Answer<'a> {
     /// The handler's future, until it finishes.
     future: Option<LocalBoxFuture<'a, Response>>,
@@ -525,7 +530,8 @@ pub(crate) struct Answer<'a> {
     first_poll: Option<Tick>,
     /// The time its polls took so far.
     busy: Duration,
-    /// When the handler returned (the end of its last poll).
+    /// When the handler returned (the end of its last poll); `None` until
+    /// then, and for a handler that panicked before it returned a future.
     at: Option<Tick>,
     /// The response, or the payload of the handler's panic, once there is one.
     outcome: Option<std::thread::Result<Response>>,

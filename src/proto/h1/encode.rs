@@ -129,13 +129,14 @@ impl<'a> HeadWriter<'a> {
         if self.spare - self.written < bytes.len() {
             self.grow(bytes.len());
         }
-        // SAFETY: `dst` has `spare` bytes of capacity past its length, and
-        // `written + bytes.len() <= spare` was checked (or made true by
-        // `grow`) just above, so the copy stays inside the allocation. The
-        // source is a shared slice that cannot overlap the spare capacity
-        // of a buffer we hold mutably.
+        // SAFETY: the pointer comes from `dst`'s spare capacity (the
+        // `spare` bytes past its length, which `spare_capacity_mut` lends
+        // for writing), and `written + bytes.len() <= spare` was checked (or
+        // made true by `grow`) just above, so the copy stays inside that
+        // slice. The source is a shared slice that cannot overlap the spare
+        // capacity of a buffer we hold mutably.
         unsafe {
-            let at = self.dst.as_mut_ptr().add(self.dst.len() + self.written);
+            let at = self.dst.spare_capacity_mut().as_mut_ptr().cast::<u8>().add(self.written);
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len());
         }
         self.written += bytes.len();
@@ -195,6 +196,7 @@ fn with_server_and_date_lines(write: impl FnOnce(&[u8])) {
     })
 }
 
+/// Writes the `Server` and `Date` lines for the second `secs` into `lines`.
 #[cold]
 fn remake_server_and_date_lines(secs: u64, lines: &mut [u8; SERVER_AND_DATE_LEN]) {
     let date_at = SERVER_LINE.len() + DATE_PREFIX.len();
@@ -308,6 +310,28 @@ mod tests {
         }
         assert!(head.ends_with("Content-Length: 7\r\n\r\n"), "{head}");
         assert_eq!(head.matches("\r\n").count(), 1 + 3 + 2 + 1 + 1, "status, fields, Server and Date, length, end");
+    }
+
+    #[test]
+    fn the_writer_grows_inside_the_default_lines_and_after_a_split() {
+        // A buffer whose front was split off and sent: growing it may
+        // reclaim that space (moving the unsent bytes). 424 bytes of room
+        // after the 10 unsent ones, and one field sized so that the Server
+        // and Date lines are the piece that no longer fits.
+        let mut dst = BytesMut::with_capacity(1024);
+        dst.extend_from_slice(&[b'x'; 600]);
+        drop(dst.split_to(590));
+        let room = dst.capacity() - dst.len();
+        let mut h = HeaderMap::new();
+        h.insert("x-fill", HeaderValue::from_str(&"f".repeat(380)).unwrap());
+        assert!("HTTP/1.1 200 OK\r\nx-fill: \r\n".len() + 380 <= room);
+        let _ = encode_head(StatusCode::OK, &h, Framing::Length(0), true, false, &mut dst);
+        assert!(dst.capacity() - 10 > room, "the writer grew the buffer");
+        let s = String::from_utf8(dst.to_vec()).unwrap();
+        let head = s.strip_prefix(&"x".repeat(10)).expect("the unsent bytes stay first");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\nx-fill: "), "{head}");
+        assert!(head.contains(&format!("{}\r\nServer: skitai/", "f".repeat(380))), "{head}");
+        assert!(head.contains("\r\nDate: ") && head.ends_with(" GMT\r\nContent-Length: 0\r\n\r\n"), "{head}");
     }
 
     #[test]

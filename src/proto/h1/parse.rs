@@ -183,8 +183,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
     let keep_alive = !facts.close && (version == Version::HTTP_11 || facts.keep_alive);
 
     *request.method_mut() = method;
-    // The default target it replaces is a static "/": nothing to drop.
-    std::mem::forget(std::mem::replace(request.uri_mut(), uri));
+    *request.uri_mut() = uri;
     *request.version_mut() = version;
     Ok(Some(Head { request, framing, keep_alive, expect_continue, accept, txn, upgrade: facts.upgrade }))
 }
