@@ -64,9 +64,19 @@ impl MountTable {
     /// Finds the mount for `path`, looking at the mounts from index `from` on
     /// (0 for a new request; `next` of a static mount that did not answer).
     pub(crate) fn lookup_from(&self, path: &str, from: usize) -> Lookup<'_> {
+        let path_bytes = path.as_bytes();
         for (i, mount) in self.mounts.iter().enumerate().skip(from) {
             let next = i + 1;
             let prefix: &str = &mount.prefix;
+            // Quick rejections, so a request walks past the mounts that
+            // cannot be its own for a few instructions each: a prefix longer
+            // than the path plus the slash of an `AddSlash` redirect, or one
+            // whose first segment starts with another byte.
+            if prefix.len() > path.len() + 1
+                || (prefix.len() > 1 && path_bytes.len() > 1 && prefix.as_bytes()[1] != path_bytes[1])
+            {
+                continue;
+            }
             if prefix == "/" {
                 return Lookup::Found { mount, strip: 0, next };
             }
@@ -128,6 +138,27 @@ mod tests {
         assert_eq!(found(&t, "/v1/admin/x"), Some(("/v1/admin".into(), 9)));
         assert_eq!(found(&t, "/v10"), Some(("/".into(), 0)), "a prefix matches whole segments only");
         assert_eq!(found(&t, "/other"), Some(("/".into(), 0)));
+    }
+
+    #[test]
+    fn short_paths_and_shared_first_letters_find_the_same_mounts() {
+        // The quick rejections (length, first letter of the first segment)
+        // must never skip the mount that matches.
+        let t = table(&["/", "/echo", "/e/", "/panic", "/ab", "/abc/"]);
+        assert_eq!(found(&t, "/"), Some(("/".into(), 0)));
+        assert_eq!(found(&t, "/e/x"), Some(("/e/".into(), 2)));
+        assert_eq!(found(&t, "/e/"), Some(("/e/".into(), 2)));
+        assert!(matches!(t.lookup("/e"), Lookup::AddSlash));
+        assert!(matches!(t.lookup("/abc"), Lookup::AddSlash));
+        assert_eq!(found(&t, "/ec"), Some(("/".into(), 0)));
+        assert_eq!(found(&t, "/echo"), Some(("/echo".into(), 5)));
+        assert_eq!(found(&t, "/echo/deep/er"), Some(("/echo".into(), 5)));
+        assert_eq!(found(&t, "/ab"), Some(("/ab".into(), 3)));
+        assert_eq!(found(&t, "/abc/d"), Some(("/abc/".into(), 4)));
+        assert_eq!(found(&t, "/p"), Some(("/".into(), 0)));
+        let rootless = table(&["/echo", "/e/"]);
+        assert!(matches!(rootless.lookup("/"), Lookup::NotFound));
+        assert!(matches!(rootless.lookup("/x"), Lookup::NotFound));
     }
 
     #[test]
