@@ -282,6 +282,11 @@ where
         loop {
             // Decode and answer every complete request in the buffer.
             loop {
+                // An empty buffer (after the last request of a read, the
+                // usual case) has nothing to parse: go straight to the read.
+                if self.side.as_ref().is_some_and(|side| side.buf.is_empty()) {
+                    break;
+                }
                 match self.answer_next().await? {
                     None => break,
                     Some(next) => {
