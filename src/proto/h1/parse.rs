@@ -137,6 +137,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
     // persistence, instead of looking them up in the map afterwards.
     let base = buf.as_ptr() as usize;
     let target_range = offset_of(base, target.as_bytes());
+    let target_is_root = target == "/";
     let count = req.headers.len();
     let mut positions: [MaybeUninit<FieldPos>; MAX_HEADERS_CAP] = [const { MaybeUninit::uninit() }; MAX_HEADERS_CAP];
     let mut facts = Facts::default();
@@ -176,14 +177,27 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
         }
         headers.append(name, value);
     }
-    let uri = Uri::from_maybe_shared(head.slice(target_range.0..target_range.1))
-        .map_err(|e| HeadError { error: bad("invalid request target").with_source(e), accept: accept.clone() })?;
+    // A new request's target is already "/": a request for "/" (front pages,
+    // health checks) keeps it, without a shared slice of the head that the
+    // parser would drop again (it answers "/" with a static `Uri`).
+    let uri =
+        if target_is_root {
+            None
+        } else {
+            let parsed = Uri::from_maybe_shared(head.slice(target_range.0..target_range.1));
+            Some(parsed.map_err(|e| HeadError {
+                error: bad("invalid request target").with_source(e),
+                accept: accept.clone(),
+            })?)
+        };
     let (framing, expect_continue) =
         facts.decide(version).map_err(|error| HeadError { error, accept: accept.clone() })?;
     let keep_alive = !facts.close && (version == Version::HTTP_11 || facts.keep_alive);
 
     *request.method_mut() = method;
-    *request.uri_mut() = uri;
+    if let Some(uri) = uri {
+        *request.uri_mut() = uri;
+    }
     *request.version_mut() = version;
     Ok(Some(Head { request, framing, keep_alive, expect_continue, accept, txn, upgrade: facts.upgrade }))
 }
@@ -458,6 +472,28 @@ mod tests {
     }
 
     const SIMPLE: &[u8] = b"GET /a/b?x=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\n\r\n";
+
+    #[test]
+    fn targets_of_root_and_near_it() {
+        // "/" keeps the request's own default target; anything else is parsed.
+        for (target, path, query) in [
+            ("/", "/", None),
+            ("/?", "/", Some("")),
+            ("/?a=1", "/", Some("a=1")),
+            ("//", "//", None),
+            ("/a", "/a", None),
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let head = parse(raw.as_bytes()).unwrap().unwrap();
+            assert_eq!(head.request.uri().path(), path, "{target}");
+            assert_eq!(head.request.uri().query(), query, "{target}");
+            assert_eq!(head.request.uri().to_string(), target, "{target}");
+        }
+        // An absolute-form target is parsed as one (no shortcut).
+        let head = parse(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n").unwrap().unwrap();
+        assert_eq!(head.request.uri().host(), Some("h"));
+        assert_eq!(head.request.uri().path(), "/");
+    }
 
     #[test]
     fn parses_a_simple_request() {
