@@ -1,4 +1,4 @@
-//! A small per-shard pool of cleared response header maps.
+//! Small per-shard pools of response header maps (at most 64 in each of four).
 //!
 //! A fresh `HeaderMap` allocates twice on its first insert and frees twice
 //! when dropped. Responses built with [`ResponseExt`](super::ResponseExt) take
@@ -12,7 +12,8 @@ use std::cell::RefCell;
 use http::HeaderMap;
 use http::header::{CONTENT_TYPE, HeaderValue};
 
-/// Most maps kept per shard in each pool; enough for a pipelined batch.
+/// Most maps kept per shard in each pool (four pools: empty maps and one per
+/// [`Typed`] content type); enough for a pipelined batch.
 const POOL_SIZE: usize = 64;
 /// Maps that grew larger than this are dropped instead of pooled.
 const MAX_POOLED_CAPACITY: usize = 32;
@@ -31,36 +32,40 @@ pub(crate) enum Typed {
     Json,
 }
 
-impl Typed {
-    // `HeaderValue::from_static` validates every byte when called at run time;
-    // as constants the check happens once, at compile time.
-    const TEXT_PLAIN_UTF8: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
-    const TEXT_HTML_UTF8: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
-    const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+// Statics, not constants: each is one value at one address, so a map's
+// field can be recognised as ours by where its bytes are (a constant is
+// copied at every use, and its bytes may be too). `HeaderValue::from_static`
+// validates every byte when called at run time; here the check happens once,
+// at compile time.
+static TEXT_PLAIN_UTF8: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+static TEXT_HTML_UTF8: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
+impl Typed {
     /// The field's value.
-    pub(crate) fn value(self) -> HeaderValue {
+    pub(crate) fn value(self) -> &'static HeaderValue {
         match self {
-            Typed::TextPlain => Self::TEXT_PLAIN_UTF8,
-            Typed::TextHtml => Self::TEXT_HTML_UTF8,
-            Typed::Json => Self::APPLICATION_JSON,
+            Typed::TextPlain => &TEXT_PLAIN_UTF8,
+            Typed::TextHtml => &TEXT_HTML_UTF8,
+            Typed::Json => &APPLICATION_JSON,
         }
     }
 
-    /// The type `value` is, if it is one of ours.
+    /// The type `value` is, if it is one of our own statics: the same
+    /// bytes made elsewhere (a request's field echoed, say) are not kept,
+    /// since they may hold a much larger buffer alive while the map waits in
+    /// the pool; nor is a value marked sensitive.
     #[inline]
     fn of(value: &HeaderValue) -> Option<Typed> {
         let bytes = value.as_bytes();
-        // The lengths differ: one comparison of bytes at most.
+        // The lengths differ: one address comparison at most.
         let kind = match bytes.len() {
             25 => Typed::TextPlain,
             24 => Typed::TextHtml,
             16 => Typed::Json,
             _ => return None,
         };
-        let ours = kind.value();
-        // Our own constant (the usual case) is recognised by its address.
-        (std::ptr::eq(bytes, ours.as_bytes()) || bytes == ours.as_bytes()).then_some(kind)
+        (std::ptr::eq(bytes, kind.value().as_bytes()) && !value.is_sensitive()).then_some(kind)
     }
 }
 
@@ -88,7 +93,7 @@ pub(crate) fn take_typed(kind: Typed) -> HeaderMap {
         Some(map) => map,
         None => {
             let mut map = take();
-            map.insert(CONTENT_TYPE, kind.value());
+            map.insert(CONTENT_TYPE, kind.value().clone());
             map
         }
     }
@@ -169,19 +174,47 @@ mod tests {
     fn a_typed_map_comes_back_with_its_field_for_the_same_type_only() {
         let map = take_typed(Typed::Json);
         assert_eq!(map.len(), 1);
-        assert_eq!(map.get(CONTENT_TYPE), Some(&Typed::APPLICATION_JSON));
+        assert_eq!(map.get(CONTENT_TYPE), Some(&APPLICATION_JSON));
         let capacity = map.capacity();
         give_back(map);
         let again = take_typed(Typed::Json);
-        assert_eq!(again.get(CONTENT_TYPE), Some(&Typed::APPLICATION_JSON));
+        assert_eq!(again.get(CONTENT_TYPE), Some(&APPLICATION_JSON));
         assert_eq!(again.len(), 1);
         assert_eq!(again.capacity(), capacity, "the pooled map, as it was");
         give_back(again);
         // Another type never gets it, and neither does a plain `take`.
         let html = take_typed(Typed::TextHtml);
-        assert_eq!(html.get(CONTENT_TYPE), Some(&Typed::TEXT_HTML_UTF8));
+        assert_eq!(html.get(CONTENT_TYPE), Some(&TEXT_HTML_UTF8));
         assert_eq!(html.len(), 1);
         assert!(take().is_empty());
+    }
+
+    #[test]
+    fn only_our_own_values_are_kept() {
+        // The same bytes made elsewhere (a request's field echoed back, a
+        // slice of a bigger buffer), a sensitive one, and a value of the
+        // same length that is not ours: each map comes back emptied.
+        let echoed = bytes::Bytes::from(b"application/json and the rest of a request".to_vec()).slice(..16);
+        let mut sensitive = APPLICATION_JSON.clone();
+        sensitive.set_sensitive(true);
+        let others = [
+            HeaderValue::from_maybe_shared(echoed).unwrap(),
+            sensitive,
+            HeaderValue::from_static("text/plain; charset=UTF-8"),
+        ];
+        let typed_kept = || POOLS.with(|p| p.borrow().typed.iter().map(Vec::len).sum::<usize>());
+        for value in others {
+            assert_eq!(Typed::of(&value), None, "{value:?}");
+            let before = typed_kept();
+            let mut map = take();
+            map.insert(CONTENT_TYPE, value.clone());
+            give_back(map);
+            assert_eq!(typed_kept(), before, "{value:?} went to no typed pool");
+            assert!(take().is_empty(), "{value:?} came back cleared");
+        }
+        assert_eq!(Typed::of(&APPLICATION_JSON.clone()), Some(Typed::Json));
+        assert_eq!(Typed::of(&TEXT_PLAIN_UTF8.clone()), Some(Typed::TextPlain));
+        assert_eq!(Typed::of(&TEXT_HTML_UTF8.clone()), Some(Typed::TextHtml));
     }
 
     #[test]
@@ -199,6 +232,6 @@ mod tests {
         assert_eq!(POOLS.with(|p| p.borrow().typed[Typed::TextPlain as usize].len()), 0, "neither kept its fields");
         let plain = take_typed(Typed::TextPlain);
         assert_eq!(plain.len(), 1, "made afresh from an emptied map");
-        assert_eq!(plain.get(CONTENT_TYPE), Some(&Typed::TEXT_PLAIN_UTF8));
+        assert_eq!(plain.get(CONTENT_TYPE), Some(&TEXT_PLAIN_UTF8));
     }
 }
