@@ -105,9 +105,11 @@ pub(crate) fn take_typed(kind: Typed) -> HeaderMap {
 pub(crate) fn install(fresh: &mut HeaderMap, map: HeaderMap) {
     let replaced = std::mem::replace(fresh, map);
     if replaced.capacity() == 0 && replaced.is_empty() {
-        // `HeaderMap::new` allocates nothing, so there is nothing to free:
-        // skipping the drop glue of its (empty) parts saves about 60
-        // instructions a response.
+        // An empty map of no capacity is what `HeaderMap::new` makes, which
+        // its documentation promises does not allocate: there is nothing to
+        // free, and skipping the drop glue of its (empty) parts saves about
+        // 60 instructions a response. (A map that ever held a field has
+        // capacity and is dropped as usual.)
         std::mem::forget(replaced);
     }
 }

@@ -180,24 +180,15 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
     // A new request's target is already "/": a request for "/" (front pages,
     // health checks) keeps it, without a shared slice of the head that the
     // parser would drop again (it answers "/" with a static `Uri`).
-    let uri =
-        if target_is_root {
-            None
-        } else {
-            let parsed = Uri::from_maybe_shared(head.slice(target_range.0..target_range.1));
-            Some(parsed.map_err(|e| HeadError {
-                error: bad("invalid request target").with_source(e),
-                accept: accept.clone(),
-            })?)
-        };
+    if !target_is_root {
+        *request.uri_mut() = Uri::from_maybe_shared(head.slice(target_range.0..target_range.1))
+            .map_err(|e| HeadError { error: bad("invalid request target").with_source(e), accept: accept.clone() })?;
+    }
     let (framing, expect_continue) =
         facts.decide(version).map_err(|error| HeadError { error, accept: accept.clone() })?;
     let keep_alive = !facts.close && (version == Version::HTTP_11 || facts.keep_alive);
 
     *request.method_mut() = method;
-    if let Some(uri) = uri {
-        *request.uri_mut() = uri;
-    }
     *request.version_mut() = version;
     Ok(Some(Head { request, framing, keep_alive, expect_continue, accept, txn, upgrade: facts.upgrade }))
 }
@@ -412,11 +403,10 @@ fn looks_like_h2_preface(buf: &[u8]) -> bool {
 /// True when a line of `head` (a head httparse accepted) ends in a bare LF.
 ///
 /// httparse takes a CR only as the first half of a CRLF (a CR anywhere else
-/// fails the parse: see `lone_cr_is_refused`),
-/// so every CR here has its LF, and a bare LF is an LF more than there are
-/// CRs. Counting both in one branch-free pass, in blocks small enough for
-/// byte counters, vectorises: about 4 ns for a short head, against 16 for a
-/// search per line.
+/// fails the parse: see `lone_cr_is_refused`), so every CR here has its LF,
+/// and a bare LF is an LF more than there are CRs. Counting both in one
+/// branch-free pass, in blocks small enough for byte counters, vectorises:
+/// about 4 ns for a short head, against 16 for a search per line.
 fn has_bare_lf(head: &[u8]) -> bool {
     let (mut lf, mut cr) = (0usize, 0usize);
     for block in head.chunks(128) {
