@@ -14,7 +14,7 @@ use skitai::prelude::*;
 use skitai::ws;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: skitai::Mimalloc = skitai::Mimalloc;
 
 /// The page, found from the source tree so `cargo run` works from anywhere.
 const PAGE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/chat-page");

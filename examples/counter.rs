@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use skitai::prelude::*;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: skitai::Mimalloc = skitai::Mimalloc;
 
 /// The cache keys this program registers.
 const CACHE_KEYS: [&str; 2] = ["users", "posts"];

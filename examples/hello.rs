@@ -20,7 +20,7 @@ use skitai::prelude::*;
 /// mimalloc: measurably cheaper than glibc malloc for the per-request
 /// allocations of the `http` types (see bench/README.md).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: skitai::Mimalloc = skitai::Mimalloc;
 
 /// The `ms=N` query parameter (0 when absent), at most `max`.
 fn query_ms(req: &Request, max: u64) -> u64 {

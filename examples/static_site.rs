@@ -12,7 +12,7 @@
 use skitai::prelude::*;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: skitai::Mimalloc = skitai::Mimalloc;
 
 fn main() {
     let mut engine = Engine::new()

@@ -6,6 +6,7 @@
 #![deny(unreachable_pub, missing_docs, missing_debug_implementations)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod alloc;
 mod apps;
 pub mod cli;
 pub mod config;
@@ -20,6 +21,7 @@ mod shard;
 pub mod state;
 pub mod ws;
 
+pub use alloc::Mimalloc;
 pub use apps::StaticDir;
 pub use engine::{DEFAULT_CONFIG_FILE, Engine, IntoMountTarget, MountTarget, ReloadHandle, Server, ShutdownHandle};
 pub use error::{Error, ErrorKind, Result};

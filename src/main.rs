@@ -3,7 +3,7 @@
 /// mimalloc: measurably cheaper than glibc malloc for the per-request
 /// allocations of the `http` types (see bench/README.md).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: skitai::Mimalloc = skitai::Mimalloc;
 
 fn main() {
     if let Err(e) = skitai::Engine::new().run() {
