@@ -625,6 +625,27 @@ mod tests {
         assert!(long.len() > 256 && has_bare_lf(&long));
     }
 
+    /// The blocked count agrees with a plain count at every length around
+    /// its 128-byte blocks, wherever the bare LF sits.
+    #[test]
+    fn bare_lf_count_matches_a_plain_count() {
+        let naive = |h: &[u8]| h.iter().filter(|&&b| b == b'\n').count() != h.iter().filter(|&&b| b == b'\r').count();
+        let line = b"X-Field: value\r\n";
+        for lines in [0, 1, 2, 3, 126, 127, 128, 129, 255, 300] {
+            let crlf = line.repeat(lines);
+            for extra in 0..=17 {
+                let clean = [&crlf[..], &b"a".repeat(extra), b"\r\n"].concat();
+                assert!(!has_bare_lf(&clean), "{lines} lines + {extra}");
+                for at in [0, clean.len() / 2, clean.len() - 1, clean.len()] {
+                    let mut bare = clean.clone();
+                    bare.insert(at, b'\n');
+                    assert_eq!(has_bare_lf(&bare), naive(&bare), "{lines} lines + {extra}, LF at {at}");
+                    assert!(has_bare_lf(&bare));
+                }
+            }
+        }
+    }
+
     #[test]
     fn http10_has_no_host_requirement_and_no_keep_alive_by_default() {
         let head = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
