@@ -134,9 +134,16 @@ impl Decoder {
                         at.0 = Chunk::Size;
                     }
                     Chunk::Trailers(seen) => {
-                        let Some(line_len) = find_line(buf, MAX_TRAILER_SIZE - seen)? else {
+                        // Every line, CRLF included, must fit in what is left of
+                        // the section's budget (the empty last line too).
+                        let room =
+                            MAX_TRAILER_SIZE.checked_sub(seen + 2).ok_or_else(|| bad("trailer section too large"))?;
+                        let Some(line_len) = find_line(buf, room)? else {
                             return Ok(Decoded::NeedMore);
                         };
+                        if line_len > 0 {
+                            check_trailer_field(&buf[..line_len])?;
+                        }
                         buf.advance(line_len + 2);
                         if line_len == 0 {
                             *self = Decoder::Done;
@@ -161,6 +168,21 @@ fn find_line(buf: &[u8], max: usize) -> Result<Option<usize>> {
         None if buf.len() > max + 1 => Err(bad("chunk line too long")),
         None => Ok(None),
     }
+}
+
+/// A trailer field line is held to the same rules as a header field
+/// (RFC 9112 §5, §7.1.2) although it is discarded: no obs-fold, a token
+/// name right before the colon, and a value without CR, NUL or other
+/// control characters. A lenient reader here would let a request through
+/// that a stricter proxy in front of us reads differently.
+fn check_trailer_field(line: &[u8]) -> Result<()> {
+    if matches!(line.first(), Some(b' ' | b'\t')) {
+        return Err(bad("obs-fold in trailer"));
+    }
+    let colon = memchr::memchr(b':', line).ok_or_else(|| bad("trailer field without a colon"))?;
+    http::HeaderName::from_bytes(&line[..colon]).map_err(|_| bad("invalid trailer field name"))?;
+    http::HeaderValue::from_bytes(&line[colon + 1..]).map_err(|_| bad("invalid trailer field value"))?;
+    Ok(())
 }
 
 /// chunk-size [ chunk-ext ]: 1*HEXDIG, then optional `;ext` (BWS allowed before `;`).
@@ -242,6 +264,89 @@ mod tests {
             let err = run(input, input.len(), 1 << 20).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::BadRequest, "{:?}", String::from_utf8_lossy(input));
         }
+    }
+
+    #[test]
+    fn malformed_trailers_are_400() {
+        for trailer in [
+            &b"X-A: a\rb"[..],
+            b"X-A: a\0b",
+            b"X-A: a\x7fb",
+            b"X-A: a\x01b",
+            b" folded",
+            b"X-A: a\r\n\tfolded",
+            b"Bad Name: x",
+            b"X-A : x",
+            b": x",
+            b"no colon",
+        ] {
+            let input = [&b"1\r\na\r\n0\r\n"[..], trailer, b"\r\n\r\n"].concat();
+            for step in [1, 7, input.len()] {
+                let err = run(&input, step, 1 << 20).unwrap_err();
+                assert_eq!(
+                    err.kind(),
+                    ErrorKind::BadRequest,
+                    "{:?} in steps of {step}",
+                    String::from_utf8_lossy(trailer)
+                );
+            }
+        }
+        // What a field may hold is accepted: obs-text, HTAB, empty values, many fields.
+        let fine = b"0\r\nX-A: caf\xc3\xa9\tx\r\nX-Empty:\r\nX-B: 1\r\n\r\nNEXT";
+        let (body, rest) = run(fine, 5, 100).unwrap();
+        assert!(body.is_empty());
+        assert_eq!(&rest[..], b"NEXT");
+    }
+
+    /// The trailer section, CRLFs included, is at most `MAX_TRAILER_SIZE`
+    /// bytes however its lines are cut; a line that uses up the budget
+    /// leaves no room for the next one (this once wrapped the count around).
+    #[test]
+    fn trailer_section_is_bounded() {
+        let section = |lines: &[usize]| {
+            let mut input = b"0\r\n".to_vec();
+            for &len in lines {
+                input.extend_from_slice(b"X:");
+                input.extend(std::iter::repeat_n(b'v', len - 2));
+                input.extend_from_slice(b"\r\n");
+            }
+            input.extend_from_slice(b"\r\n");
+            input
+        };
+        // One line filling the budget exactly (line + CRLF + final CRLF).
+        let exact = section(&[MAX_TRAILER_SIZE - 4]);
+        assert!(run(&exact, 1000, 1 << 20).is_ok());
+        let split = section(&[MAX_TRAILER_SIZE / 2 - 2, MAX_TRAILER_SIZE / 2 - 4]);
+        assert!(run(&split, 999, 1 << 20).is_ok());
+        for over in [
+            section(&[MAX_TRAILER_SIZE - 3]),
+            section(&[MAX_TRAILER_SIZE, 10]),
+            section(&[MAX_TRAILER_SIZE - 2, 10]),
+            section(&[MAX_TRAILER_SIZE - 4, 10]),
+            section(&[MAX_TRAILER_SIZE / 2, MAX_TRAILER_SIZE / 2]),
+        ] {
+            let err = run(&over, 1000, 1 << 20).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::BadRequest);
+        }
+        // A line that never ends is refused once it is past the budget, not buffered on.
+        let mut endless = b"0\r\nX: ".to_vec();
+        endless.extend(std::iter::repeat_n(b'v', 4 * MAX_TRAILER_SIZE));
+        let mut dec = Decoder::chunked(1 << 20);
+        let mut buf = BytesMut::new();
+        let mut refused = false;
+        for piece in endless.chunks(1024) {
+            buf.extend_from_slice(piece);
+            match dec.decode(&mut buf) {
+                Ok(Decoded::NeedMore) => assert!(buf.len() <= MAX_TRAILER_SIZE + 1024, "buffered {}", buf.len()),
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::BadRequest);
+                    refused = true;
+                    break;
+                }
+                Ok(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(refused);
     }
 
     #[test]
