@@ -8,6 +8,10 @@
 //! - `/hello-all`      → broadcasts `hello` to every shard; `{"shard", "sent"}`
 //! - `/receipts`       → shard id → number of `hello` broadcasts that shard received
 //! - `/model-changes`  → shard id → number of `model-changed:*` events that shard received
+//! - `/whoami`         → `{"shard", "built_for"}`: the shard that served it and the shard
+//!   the `per_shard` factory built this handler instance for (always the same)
+//! - `/tally`          → one `shared` handler (an `Arc`, one instance for all shards)
+//!   counting its requests in process memory; `{"shard", "total"}`
 //!
 //! Registered names: state `counter`; cache keys `users`, `posts`. Unknown
 //! keys answer 404 with the reason.
@@ -16,6 +20,8 @@
 //! then `skitai status --name counter` (or `counter status`) from another shell.
 
 use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
 use serde_json::{Map, Value, json};
@@ -53,10 +59,11 @@ fn micros(t: std::time::SystemTime) -> u128 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros())
 }
 
-async fn route(req: Request, cx: &mut Ctx) -> Response {
+async fn route(req: Request, cx: &mut Ctx, built_for: usize) -> Response {
     let shard = cx.shard_id();
     let path = req.uri().path().to_owned();
     match path.as_str() {
+        "/whoami" => Response::json(&json!({ "shard": shard, "built_for": built_for })),
         "/incr" => match cx.incgs("counter", 1) {
             Ok(value) => Response::json(&json!({ "shard": shard, "value": value })),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -96,13 +103,31 @@ async fn route(req: Request, cx: &mut Ctx) -> Response {
     }
 }
 
-/// The program's one handler; `route` borrows the context across awaits,
-/// which a `Handler` impl allows (a `handler_fn` future must own its data).
-struct Counter;
+/// The program's main handler, one per shard; `route` borrows the context
+/// across awaits, which a `Handler` impl allows (a `handler_fn` future must
+/// own its data).
+struct Counter {
+    /// The shard `per_shard` built this instance for.
+    built_for: usize,
+}
 
 impl Handler for Counter {
     fn call<'a>(&'a self, req: Request, cx: &'a mut Ctx) -> LocalBoxFuture<'a, Response> {
-        Box::pin(route(req, cx))
+        Box::pin(route(req, cx, self.built_for))
+    }
+}
+
+/// One instance shared by every shard (`shared`): state crosses threads, so atomics.
+#[derive(Default)]
+struct Tally {
+    requests: AtomicU64,
+}
+
+impl Handler for Tally {
+    fn call<'a>(&'a self, _req: Request, cx: &'a mut Ctx) -> LocalBoxFuture<'a, Response> {
+        let total = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let shard = cx.shard_id();
+        Box::pin(async move { Response::json(&json!({ "shard": shard, "total": total })) })
     }
 }
 
@@ -112,7 +137,8 @@ fn main() {
         .register_states(["counter"])
         .register_cache_keys(CACHE_KEYS)
         .on_broadcast("hello", |_event| bump(&HELLOS))
-        .mount("/", per_shard(|_shard: &ShardInfo| Counter));
+        .mount("/tally", shared(Arc::new(Tally::default())))
+        .mount("/", per_shard(|shard: &ShardInfo| Counter { built_for: shard.id }));
     for key in CACHE_KEYS {
         engine = engine.on_broadcast(&format!("model-changed:{key}"), |_event| bump(&MODEL_CHANGES));
     }

@@ -246,6 +246,34 @@ both_drivers! {
     }
 }
 
+both_drivers! {
+    /// The two factory adapters on 4 shards, over 60 fresh connections (so
+    /// several shards serve): `per_shard` built each shard its own handler
+    /// (`/whoami` always names the shard serving it), and one `shared`
+    /// handler counts every request of every shard (`/tally` answers exactly
+    /// 1..=60 between them).
+    fn per_shard_and_shared_handlers(io) {
+        const CONNS: u64 = 60;
+        let server = counter(io, 4).start();
+        let addr = server.addr();
+        let mut tally_shards = BTreeSet::new();
+        let mut totals = Vec::new();
+        let mut whoami_shards = BTreeSet::new();
+        for _ in 0..CONNS {
+            let v = get_json(addr, "/whoami");
+            assert_eq!(v["built_for"], v["shard"], "a handler served a shard it was not built for: {v}");
+            whoami_shards.insert(u64_field(&v, "shard"));
+            let v = get_json(addr, "/tally");
+            tally_shards.insert(u64_field(&v, "shard"));
+            totals.push(u64_field(&v, "total"));
+        }
+        assert!(whoami_shards.len() >= 2, "60 connections all went to one shard ({whoami_shards:?})");
+        assert!(tally_shards.len() >= 2, "60 /tally connections all went to one shard ({tally_shards:?})");
+        // Sequential requests: the one shared instance counted each once, in order.
+        assert_eq!(totals, (1..=CONNS).collect::<Vec<_>>());
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Broadcasts
 // ---------------------------------------------------------------------------
