@@ -211,6 +211,41 @@ both_drivers! {
 }
 
 both_drivers! {
+    /// HEAD gets no body whatever the response: a streamed one (`/echo`),
+    /// an error page (404), a mount redirect (308) and a handler panic (500).
+    /// Each keeps the head its GET would have; a body byte sent by mistake
+    /// would be read as the start of the next response.
+    fn head_of_streamed_error_and_redirect_responses(io) {
+        let server = hello(io).start();
+        let mut c = server.connect();
+        for (path, status) in [("/echo", 200), ("/no/such/page", 404), ("/v1", 308), ("/panic", 500)] {
+            c.send(format!("HEAD {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+            let r = c.read_head_response();
+            assert_eq!(r.status, status, "HEAD {path}: {r:?}");
+            r.assert_server_and_date();
+            c.send(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+            let g = c.read_response();
+            assert_eq!(g.status, status, "GET {path} after HEAD: {g:?}");
+            match status {
+                // The same framing as the GET's: chunked, or the GET's real length.
+                200 => assert_eq!(r.chunked, g.chunked, "HEAD {path}: {r:?} / GET: {g:?}"),
+                _ => assert_eq!(
+                    r.header("content-length"),
+                    Some(g.body.len().to_string().as_str()),
+                    "HEAD {path} gives the GET body's length"
+                ),
+            }
+            if status == 308 {
+                assert_eq!(r.header("location"), Some("/v1/"));
+            }
+        }
+        c.send(get("/"));
+        assert_eq!(c.read_response().body_str(), "Hello, World!");
+        assert!(c.leftover().is_empty());
+    }
+}
+
+both_drivers! {
     /// Content-Length upload echoed back with a Content-Length.
     fn content_length_echo(io) {
         let server = hello(io).start();
