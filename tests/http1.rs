@@ -858,6 +858,35 @@ both_drivers! {
 }
 
 both_drivers! {
+    /// A client that stops reading a response is cut off once the server's
+    /// writes have stalled for `request_timeout`: here it uploads 64 MiB to
+    /// `/echo` and reads nothing back, so the echo fills the socket buffers
+    /// and stops. Without the write-stall timeout the upload (and the
+    /// connection's memory) would hang on forever.
+    fn write_stall_closes_the_connection(io) {
+        let server = hello(io).config("[server]\nrequest_timeout = 1\nkeep_alive = 30\nheader_timeout = 30\n").start();
+        let c = server.connect();
+        const SIZE: usize = 64 << 20;
+        let mut upload = format!("POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: {SIZE}\r\n\r\n").into_bytes();
+        upload.resize(upload.len() + SIZE, b'x');
+        let (done, finished) = std::sync::mpsc::channel();
+        let writer = c.send_in_background(upload);
+        std::thread::spawn(move || {
+            let _ = done.send(writer.join().expect("writer thread"));
+        });
+        match finished.recv_timeout(Duration::from_secs(30)) {
+            Ok(Err(_)) => {}
+            Ok(Ok(())) => panic!("64 MiB went through although nothing was read back"),
+            Err(_) => panic!("the stalled connection was still open after 30 s (request_timeout = 1)"),
+        }
+        // The shard is unharmed.
+        let mut c = server.connect();
+        c.send(get("/"));
+        assert_eq!(c.read_response().status, 200);
+    }
+}
+
+both_drivers! {
     /// An idle keep-alive connection is closed after `keep_alive` seconds, silently.
     fn keep_alive_idle_timeout(io) {
         // header_timeout well above the read bound, so only keep_alive can close it.
