@@ -26,6 +26,44 @@ both_drivers! {
     }
 }
 
+/// `--io auto` on a machine with io_uring: the tuned setup, and the line says so.
+#[test]
+fn io_auto_picks_tuned_io_uring() {
+    let server = ServerBuilder::new(hello_bin()).arg("--io").arg("auto").shards(2).start();
+    assert_eq!(server.driver_lines(2), 2, "{}", server.stderr());
+    for line in server.stderr().lines().filter(|l| l.contains("driver=")) {
+        assert!(line.contains("driver=io_uring (COOP_TASKRUN|TASKRUN_FLAG)"), "{line}");
+    }
+    assert!(hello_answers(&server));
+}
+
+/// Where io_uring is refused (here by a seccomp filter, as under Docker's
+/// default profile), `--io auto` falls back to epoll, says why, and serves.
+#[test]
+fn io_auto_falls_back_to_epoll_when_io_uring_is_refused() {
+    let server = ServerBuilder::new(hello_bin()).arg("--io").arg("auto").shards(2).deny_io_uring().start();
+    assert_eq!(server.driver_lines(2), 2, "{}", server.stderr());
+    for line in server.stderr().lines().filter(|l| l.contains("driver=")) {
+        assert!(line.contains("driver=epoll (io_uring unavailable: "), "{line}");
+        assert!(line.contains("Operation not permitted"), "the reason names the error: {line}");
+    }
+    assert!(hello_answers(&server));
+    let mut c = server.connect();
+    c.send(get("/"));
+    assert_eq!(c.read_response().body_str(), "Hello, World!");
+}
+
+/// `--io uring` where io_uring is refused is an error that says so, not a
+/// silent fallback: the process exits non-zero.
+#[test]
+fn io_uring_when_refused_is_a_clear_error() {
+    let mut server = ServerBuilder::new(hello_bin()).arg("--io").arg("uring").deny_io_uring().spawn();
+    let status = server.wait_exit(Duration::from_secs(20)).expect("the server did not exit");
+    assert!(!status.success(), "exited with {status:?}");
+    let err = server.stderr();
+    assert!(err.contains("io_uring unavailable") && err.contains("Operation not permitted"), "{err}");
+}
+
 /// Sends a slow request on a new connection from a thread; the thread returns
 /// the response and whether the server closed the connection after it.
 fn slow_request(server: &Server, ms: u64, done: Arc<AtomicBool>) -> thread::JoinHandle<(Response, bool)> {

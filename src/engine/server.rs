@@ -207,6 +207,7 @@ impl Server {
         let subscribers = Arc::new(program.subscribers);
         let limits = config.limits();
         let (exit_tx, exits) = unbounded();
+        let (started_tx, started) = unbounded();
         let peers = launch.worker.and_then(|worker| Peers::new(config, worker, count)).map(Arc::new);
         let mut shards = Vec::with_capacity(count);
         for id in 0..count {
@@ -226,6 +227,7 @@ impl Server {
                 admin: admin_addr.is_some().then(|| admin_factory.clone()),
                 admin_mount: config.admin.mount.clone(),
                 peers: peers.clone(),
+                started: started_tx.clone(),
             };
             let exit_tx = exit_tx.clone();
             let handle = shard::spawn(plan, move |id, error| {
@@ -234,20 +236,11 @@ impl Server {
             .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start shard {id}: {e}")))?;
             shards.push(handle);
         }
+        drop(started_tx);
         let shutdown = ShutdownHandle { bus: state.bus().clone(), started: Arc::new(OnceLock::new()) };
-        let scheme = if tls_certs.is_some() { "https" } else { "http" };
-        for addr in &local_addrs {
-            tracing::info!("{} listening on {scheme}://{addr} ({count} shard(s))", config.name);
-        }
-        for addr in &redirect_addrs {
-            tracing::info!("{} redirecting http://{addr} to https", config.name);
-        }
-        if let Some(addr) = admin_addr {
-            tracing::info!("{} admin on http://{addr} (/status, /metrics, /healthz, /readyz)", config.name);
-        }
         // The shards hold the request log now; once they are gone its thread ends.
         drop(request_log);
-        Ok(Server {
+        let server = Server {
             local_addrs,
             shards,
             exits,
@@ -257,7 +250,25 @@ impl Server {
             state,
             admin_addr,
             log_thread,
-        })
+        };
+        // Serving means every shard serves: a shard that cannot get its
+        // runtime (`io = "uring"` where io_uring is refused) fails the start,
+        // so a master reports it instead of restarting the worker forever.
+        if let Err(error) = await_shards(&started, count) {
+            server.shutdown.shutdown();
+            return Err(server.wait().err().unwrap_or_else(|| Error::new(ErrorKind::Internal, error)));
+        }
+        let scheme = if server.tls_certs.is_some() { "https" } else { "http" };
+        for addr in &server.local_addrs {
+            tracing::info!("{} listening on {scheme}://{addr} ({count} shard(s))", config.name);
+        }
+        for addr in &redirect_addrs {
+            tracing::info!("{} redirecting http://{addr} to https", config.name);
+        }
+        if let Some(addr) = server.admin_addr {
+            tracing::info!("{} admin on http://{addr} (/status, /metrics, /healthz, /readyz)", config.name);
+        }
+        Ok(server)
     }
 
     /// The address of the admin listener, if there is one.
@@ -427,4 +438,24 @@ fn start_logs(config: &Config, console: bool) -> Result<StartedLogs> {
         .map_err(|e| Error::new(ErrorKind::Internal, "cannot start the request log thread").with_source(e))?;
     let shared = RequestLog { format: log.format, off: LogOff::new(&log.off), sink: sink.clone() };
     Ok((Some(Arc::new(shared)), Some(LogThread { sink, thread })))
+}
+
+/// Waits until each of the `count` shards says it accepts, or one says why
+/// it could not start (its first word counts: a shard that failed after
+/// starting reports again).
+fn await_shards(started: &Receiver<(usize, Result<(), String>)>, count: usize) -> std::result::Result<(), String> {
+    let mut up = vec![false; count];
+    let mut waiting = count;
+    while waiting > 0 {
+        match started.recv() {
+            Ok((id, Ok(()))) if !up[id] => {
+                up[id] = true;
+                waiting -= 1;
+            }
+            Ok((id, Err(error))) if !up[id] => return Err(error),
+            Ok(_) => {}
+            Err(_) => return Err("the shards ended while starting".into()),
+        }
+    }
+    Ok(())
 }

@@ -62,6 +62,8 @@ pub(crate) struct ShardPlan {
     pub(crate) admin_mount: Option<String>,
     /// The other workers' metrics, with more than one worker.
     pub(crate) peers: Option<Arc<Peers>>,
+    /// Told once the shard accepts on its listeners, or why it could not start.
+    pub(crate) started: crossbeam_channel::Sender<(usize, Result<(), String>)>,
 }
 
 /// A running shard seen from the thread that started it.
@@ -78,7 +80,13 @@ pub(crate) fn spawn(
     let id = plan.info.id;
     let thread = std::thread::Builder::new().name(format!("skitai-shard-{id}")).spawn(move || {
         let _exit = ShardExit { state: plan.state.clone(), id };
+        let started = plan.started.clone();
         let result = run_shard(plan);
+        if let Err(error) = &result {
+            // Read only while the server starts (a shard that failed later
+            // already said it was up); nobody may be listening any more.
+            let _ = started.send((id, Err(error.clone())));
+        }
         on_exit(id, result.err());
     })?;
     Ok(ShardHandle { thread })
@@ -122,6 +130,7 @@ fn run_shard(plan: ShardPlan) -> Result<(), String> {
         admin,
         admin_mount,
         peers,
+        started,
     } = plan;
     let pinned = core.is_some_and(core_affinity::set_for_current);
     let chosen = Rc::new(std::cell::Cell::new("?"));
@@ -162,12 +171,16 @@ fn run_shard(plan: ShardPlan) -> Result<(), String> {
             AdminRoutes { listener: admin, mount: admin_mount.map(Rc::from) },
             services,
         ));
-        shard_main(ctx, listeners).await
+        shard_main(ctx, listeners, started).await
     })
     .map_err(|e| format!("shard {}: {e}", info.id))?
 }
 
-async fn shard_main(ctx: Rc<ShardCtx>, listeners: Vec<(StdTcpListener, ListenerRole)>) -> Result<(), String> {
+async fn shard_main(
+    ctx: Rc<ShardCtx>,
+    listeners: Vec<(StdTcpListener, ListenerRole)>,
+    started: crossbeam_channel::Sender<(usize, Result<(), String>)>,
+) -> Result<(), String> {
     let mut accepting = Vec::with_capacity(listeners.len());
     for (listener, role) in listeners {
         let listener = TcpListener::from_std(listener).map_err(|e| format!("shard {}: listener: {e}", ctx.id))?;
@@ -179,6 +192,8 @@ async fn shard_main(ctx: Rc<ShardCtx>, listeners: Vec<(StdTcpListener, ListenerR
             accepting.push(accept_loop(listener, role, ctx.clone(), true));
         }
     }
+    let _ = started.send((ctx.id, Ok(())));
+    drop(started);
     monoio::spawn(bus_loop(ctx.clone()));
     if ctx.services().log.is_some() {
         monoio::spawn(log_flush_loop(ctx.clone()));

@@ -186,6 +186,7 @@ pub struct ServerBuilder {
     io: Option<Io>,
     shards: Option<usize>,
     envs: Vec<(OsString, OsString)>,
+    deny_io_uring: bool,
 }
 
 /// The `hello` example on `io`, one shard, a free loopback port.
@@ -209,6 +210,7 @@ impl ServerBuilder {
             io: None,
             shards: None,
             envs: Vec::new(),
+            deny_io_uring: false,
         }
     }
 
@@ -247,6 +249,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs the server under a seccomp filter that refuses `io_uring_setup`
+    /// with EPERM, as Docker's default seccomp profile does.
+    pub fn deny_io_uring(mut self) -> Self {
+        self.deny_io_uring = true;
+        self
+    }
+
     /// Writes `toml` to a temporary file and passes it with `-c`.
     pub fn config(mut self, toml: &str) -> Self {
         self.config = Some(toml.to_owned());
@@ -281,6 +290,12 @@ impl ServerBuilder {
             cmd.arg("-c").arg(f.path());
         }
         cmd.args(&self.args);
+        if self.deny_io_uring {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the hook runs in the child between fork and exec and
+            // makes only two `prctl` calls on a filter that is a static.
+            unsafe { cmd.pre_exec(deny_io_uring_setup) };
+        }
         if let Some(dir) = &self.dir {
             cmd.current_dir(dir);
         }
@@ -323,6 +338,43 @@ impl ServerBuilder {
         server.wait_listening();
         server
     }
+}
+
+/// Installs a seccomp filter on the calling process that fails
+/// `io_uring_setup` with EPERM and allows every other system call.
+fn deny_io_uring_setup() -> io::Result<()> {
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xC000_003E;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xC000_00B7;
+    /// Offsets in `struct seccomp_data`.
+    const NR: u32 = 0;
+    const ARCH: u32 = 4;
+    const fn op(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+        libc::sock_filter { code: code as u16, jt, jf, k }
+    }
+    static FILTER: [libc::sock_filter; 7] = [
+        op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, ARCH, 0, 0),
+        // Another ABI (x32): leave it alone.
+        op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, AUDIT_ARCH, 1, 0),
+        op(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW, 0, 0),
+        op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, NR, 0, 0),
+        op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, libc::SYS_io_uring_setup as u32, 0, 1),
+        op(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32, 0, 0),
+        op(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW, 0, 0),
+    ];
+    let program = libc::sock_fprog { len: FILTER.len() as u16, filter: FILTER.as_ptr().cast_mut() };
+    // SAFETY: plain prctl calls; the kernel copies the filter program, which
+    // `program` describes correctly (pointer and length of a static array).
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &program as *const libc::sock_fprog, 0, 0)
+                != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// A running server process; killed (SIGKILL) on drop if still alive.
