@@ -246,6 +246,32 @@ both_drivers! {
 }
 
 both_drivers! {
+    /// Python's `http.client` on one kept-alive connection: GET, HEAD, a
+    /// chunked upload echoed, a Content-Length upload with `Expect:
+    /// 100-continue` (the body sent at once, as that client does), a 404
+    /// and a last GET, all over the same local port.
+    fn python_http_client_session(io) {
+        let server = hello(io).start();
+        let mut args = vec!["session".to_owned()];
+        args.extend(addr_args(server.addr()));
+        let found = py_probe(&python_with("http.client"), "http1_probe.py", &args, Duration::from_secs(60));
+        found.expect("get_status", "200");
+        found.expect("get_body", "Hello, World!");
+        found.expect("get_type", "text/plain; charset=utf-8");
+        assert!(found.get("get_server").starts_with("skitai/"), "{}", found.text);
+        found.expect("head_status", "200");
+        found.expect("head_length", "0");
+        found.expect("chunked_status", "200");
+        found.expect("chunked_matches", "True");
+        found.expect("expect_status", "200");
+        found.expect("expect_matches", "True");
+        found.expect("missing_status", "404");
+        found.expect("after_body", "Hello, World!");
+        found.expect("one_connection", "True");
+    }
+}
+
+both_drivers! {
     /// Content-Length upload echoed back with a Content-Length.
     fn content_length_echo(io) {
         let server = hello(io).start();
