@@ -107,6 +107,9 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
         Err(httparse::Error::Version) if looks_like_h2_preface(buf) => {
             return Err(Error::new(ErrorKind::NotImplemented, "HTTP/2 prior knowledge is not enabled").into());
         }
+        // The preface's first line cut short ("PRI * HTTP/2"): the same
+        // answer as for the whole line, once it is here.
+        Err(httparse::Error::Version) if H2_PREFACE_LINE.starts_with(buf) => return Ok(None),
         Err(_) => return Err(bad("malformed request head").into()),
     };
     if head_len > limits.max_header_size {
@@ -396,8 +399,11 @@ fn check_partial(buf: &[u8], limits: &Limits) -> Result<()> {
     Ok(())
 }
 
+/// The first line of the HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0";
+
 fn looks_like_h2_preface(buf: &[u8]) -> bool {
-    buf.starts_with(b"PRI * HTTP/2.0")
+    buf.starts_with(H2_PREFACE_LINE)
 }
 
 /// True when a line of `head` (a head httparse accepted) ends in a bare LF.
@@ -516,6 +522,108 @@ mod tests {
             let head = parse_head(&mut buf, &limits()).unwrap().expect("complete");
             assert_eq!(head.request.uri().path(), "/a/b");
             assert!(buf.is_empty());
+        }
+    }
+
+    /// What a connection makes of `buf` so far: every complete request
+    /// (target and body) goes to `out`; `open` holds the one whose body is
+    /// still arriving. Uses the real decoder for the bodies.
+    fn drive(
+        buf: &mut BytesMut,
+        open: &mut Option<(String, crate::proto::h1::decode::Decoder, Vec<u8>)>,
+        out: &mut Vec<(String, Vec<u8>)>,
+    ) -> std::result::Result<(), ErrorKind> {
+        use crate::proto::h1::decode::{Decoded, Decoder};
+        loop {
+            match open {
+                Some((_, decoder, body)) => match decoder.decode(buf).map_err(|e| e.kind())? {
+                    Decoded::Data(bytes) => body.extend_from_slice(&bytes),
+                    Decoded::End => {
+                        let (target, _, body) = open.take().expect("open request");
+                        out.push((target, body));
+                    }
+                    Decoded::NeedMore => return Ok(()),
+                },
+                None => match parse_head(buf, &limits()).map_err(|e| e.kind())? {
+                    None => return Ok(()),
+                    Some(head) => {
+                        let decoder = match head.framing {
+                            Framing::Empty => Decoder::length(0),
+                            Framing::Length(n) => Decoder::length(n),
+                            Framing::Chunked => Decoder::chunked(1 << 20),
+                        };
+                        *open = Some((head.request.uri().to_string(), decoder, Vec::new()));
+                    }
+                },
+            }
+        }
+    }
+
+    /// A pipelined batch of a chunked upload (with a trailer), a
+    /// Content-Length upload and a GET, cut in two at every byte: the
+    /// same three requests with the same bodies come out every time.
+    #[test]
+    fn pipelined_batch_with_bodies_at_every_split() {
+        let batch: &[u8] = b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+            3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nX-T: 1\r\n\r\n\
+            PUT /b HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nwxyz\
+            GET /c?q HTTP/1.1\r\nHost: h\r\n\r\n";
+        let expected = vec![
+            ("/a".to_owned(), b"abcde".to_vec()),
+            ("/b".to_owned(), b"wxyz".to_vec()),
+            ("/c?q".to_owned(), vec![]),
+        ];
+        for cut in 0..=batch.len() {
+            let (mut buf, mut open, mut out) = (BytesMut::from(&batch[..cut]), None, Vec::new());
+            drive(&mut buf, &mut open, &mut out).unwrap_or_else(|e| panic!("cut at {cut}: {e:?}"));
+            buf.extend_from_slice(&batch[cut..]);
+            drive(&mut buf, &mut open, &mut out).unwrap_or_else(|e| panic!("cut at {cut}: {e:?}"));
+            assert_eq!(out, expected, "cut at {cut}");
+            assert!(open.is_none() && buf.is_empty(), "cut at {cut}");
+        }
+    }
+
+    /// A malformed request gives the same error however it arrives: cut in
+    /// two at every byte, the first part is refused with that error or needs
+    /// more, and the whole then is refused with it.
+    #[test]
+    fn malformed_requests_fail_alike_at_every_split() {
+        for (req, want) in [
+            (
+                &b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc"[..],
+                ErrorKind::BadRequest,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+                ErrorKind::BadRequest,
+            ),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", ErrorKind::NotImplemented),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", ErrorKind::BadRequest),
+            (b"GET / HTTP/1.1\r\nHost: h\nX: a\r\n\r\n", ErrorKind::BadRequest),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n", ErrorKind::BadRequest),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", ErrorKind::BadRequest),
+            (b"GET / HTTP/1.1\r\nUser-Agent: t\r\n\r\n", ErrorKind::BadRequest),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n", ErrorKind::BadRequest),
+            (
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX A: 1\r\n\r\n",
+                ErrorKind::BadRequest,
+            ),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", ErrorKind::NotImplemented),
+        ] {
+            let shown = String::from_utf8_lossy(req);
+            let (mut buf, mut open, mut out) = (BytesMut::from(req), None, Vec::new());
+            assert_eq!(drive(&mut buf, &mut open, &mut out), Err(want), "{shown:?} whole");
+            for cut in 0..req.len() {
+                let (mut buf, mut open, mut out) = (BytesMut::from(&req[..cut]), None, Vec::new());
+                match drive(&mut buf, &mut open, &mut out) {
+                    Err(kind) => assert_eq!(kind, want, "{shown:?} cut at {cut}"),
+                    Ok(()) => {
+                        buf.extend_from_slice(&req[cut..]);
+                        assert_eq!(drive(&mut buf, &mut open, &mut out), Err(want), "{shown:?} cut at {cut}");
+                    }
+                }
+                assert!(out.is_empty(), "{shown:?} cut at {cut}: a request came out of it");
+            }
         }
     }
 
