@@ -79,6 +79,37 @@ pub mod internals {
         count
     }
 
+    /// Parses `data`, fed in pieces of `step` bytes (at least 1), as a stream
+    /// of pipelined request heads: each head's method, target and framing,
+    /// then how the stream ended (`more` bytes needed, or the refusal's
+    /// status). The result must not depend on `step`. Must never panic.
+    pub fn request_heads_in_steps(data: &[u8], step: usize) -> Vec<String> {
+        let limits = Limits::default();
+        let mut buf = BytesMut::new();
+        let mut seen = Vec::new();
+        let mut fed = 0;
+        loop {
+            match parse_head(&mut buf, &limits) {
+                Ok(Some(head)) => {
+                    seen.push(format!("{} {} {:?}", head.request.method(), head.request.uri(), head.framing))
+                }
+                Ok(None) if fed < data.len() => {
+                    let end = fed.saturating_add(step.max(1)).min(data.len());
+                    buf.extend_from_slice(&data[fed..end]);
+                    fed = end;
+                }
+                Ok(None) => {
+                    seen.push("more".to_owned());
+                    return seen;
+                }
+                Err(e) => {
+                    seen.push(format!("refused {:?}", e.error.status()));
+                    return seen;
+                }
+            }
+        }
+    }
+
     /// Decodes `data` as a chunked body fed in pieces of `step` bytes; returns
     /// the body, or `None` if it is malformed or incomplete. Must never panic.
     pub fn chunked_body(data: &[u8], step: usize) -> Option<Vec<u8>> {
