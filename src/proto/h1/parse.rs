@@ -112,24 +112,20 @@ pub(crate) fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<H
         Err(httparse::Error::Version) if H2_PREFACE_LINE.starts_with(buf) => return Ok(None),
         Err(_) => return Err(bad("malformed request head").into()),
     };
-    if head_len > limits.max_header_size {
-        return Err(Error::new(ErrorKind::HeaderTooLarge, "request head too large").into());
-    }
+    let target = req.path.ok_or_else(|| bad("missing request target"))?;
+    let method = req.method.unwrap_or_default();
+    check_sizes(method.len(), Some(target.len()), head_len, limits)?;
     // httparse tolerates a bare LF as a line ending; RFC 9112 §2.2 lets us
     // reject it, and we do because proxies disagree on it (request smuggling).
     if has_bare_lf(&buf[..head_len]) {
         return Err(bad("bare LF in request head").into());
-    }
-    let target = req.path.ok_or_else(|| bad("missing request target"))?;
-    if target.len() > limits.max_uri_size {
-        return Err(Error::new(ErrorKind::UriTooLong, "request target too long").into());
     }
     let version = match req.version {
         Some(0) => Version::HTTP_10,
         Some(1) => Version::HTTP_11,
         _ => return Err(bad("unsupported HTTP version").into()),
     };
-    let method = match req.method.unwrap_or_default().as_bytes() {
+    let method = match method.as_bytes() {
         // The method of most requests, without the general parser's work.
         b"GET" => Method::GET,
         other => Method::from_bytes(other).map_err(|_| bad("invalid method"))?,
@@ -380,23 +376,44 @@ impl Facts {
     }
 }
 
-/// Enforces size limits on an incomplete head, so a slow or endless head is
-/// refused as soon as it is too long rather than buffered.
-fn check_partial(buf: &[u8], limits: &Limits) -> Result<()> {
-    let line_end = memchr::memchr(b'\n', buf);
-    // "METHOD " + target + " HTTP/1.1\r\n": allow room for the longest method and version.
-    if line_end.is_none() && buf.len() > limits.max_uri_size + 32 {
+/// Longest method read before answering 501: longer than any registered
+/// method (`UPDATEREDIRECTREF` has 17 bytes) with room to spare.
+const MAX_METHOD_LEN: usize = 32;
+
+/// The size limits, in one order for a complete head and for one still
+/// arriving, so that the answer does not depend on how the bytes came in:
+/// a method longer than any we could implement (501), a target over
+/// `max_uri_size` (414), a head over `max_header_size` (431). `target` is
+/// `None` while the method has not ended.
+fn check_sizes(method: usize, target: Option<usize>, head: usize, limits: &Limits) -> Result<()> {
+    if method > MAX_METHOD_LEN {
+        return Err(Error::new(ErrorKind::NotImplemented, "method too long"));
+    }
+    if target.is_some_and(|t| t > limits.max_uri_size) {
         return Err(Error::new(ErrorKind::UriTooLong, "request target too long"));
     }
-    if buf.len() > limits.max_header_size {
-        if let Some(end) = line_end {
-            if end > limits.max_uri_size + 32 {
-                return Err(Error::new(ErrorKind::UriTooLong, "request target too long"));
-            }
-        }
+    if head > limits.max_header_size {
         return Err(Error::new(ErrorKind::HeaderTooLarge, "request head too large"));
     }
     Ok(())
+}
+
+/// Enforces the size limits on an incomplete head, so that a slow or
+/// endless head is refused as soon as it is too long rather than buffered.
+/// The method and target are found as httparse finds them (after any empty
+/// lines, each ended by a space; what has arrived of them so far counts).
+fn check_partial(buf: &[u8], limits: &Limits) -> Result<()> {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    let line = &buf[start..];
+    let line = &line[..memchr::memchr2(b'\r', b'\n', line).unwrap_or(line.len())];
+    let (method, target) = match memchr::memchr(b' ', line) {
+        None => (line.len(), None),
+        Some(space) => {
+            let rest = &line[space + 1..];
+            (space, Some(memchr::memchr(b' ', rest).unwrap_or(rest.len())))
+        }
+    };
+    check_sizes(method, target, buf.len(), limits)
 }
 
 /// The first line of the HTTP/2 connection preface (RFC 9113 §3.4).
@@ -738,6 +755,15 @@ mod tests {
     #[test]
     fn bare_lf_count_matches_a_plain_count() {
         let naive = |h: &[u8]| h.iter().filter(|&&b| b == b'\n').count() != h.iter().filter(|&&b| b == b'\r').count();
+        // Blocks of nothing but line ends fill the per-block byte counters.
+        for len in [127, 128, 129, 255, 256, 257, 1000] {
+            for (name, bytes) in
+                [("CRLF", b"\r\n".repeat(len / 2 + 1)), ("LF", vec![b'\n'; len]), ("CR", vec![b'\r'; len])]
+            {
+                let bytes = &bytes[..len];
+                assert_eq!(has_bare_lf(bytes), naive(bytes), "{len} bytes of {name}");
+            }
+        }
         let line = b"X-Field: value\r\n";
         for lines in [0, 1, 2, 3, 126, 127, 128, 129, 255, 300] {
             let crlf = line.repeat(lines);
@@ -747,8 +773,7 @@ mod tests {
                 for at in [0, clean.len() / 2, clean.len() - 1, clean.len()] {
                     let mut bare = clean.clone();
                     bare.insert(at, b'\n');
-                    assert_eq!(has_bare_lf(&bare), naive(&bare), "{lines} lines + {extra}, LF at {at}");
-                    assert!(has_bare_lf(&bare));
+                    assert!(has_bare_lf(&bare), "{lines} lines + {extra}, LF at {at}");
                 }
             }
         }
@@ -779,6 +804,51 @@ mod tests {
         let big = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n", "v".repeat(300));
         let mut buf = BytesMut::from(big.as_bytes());
         assert_eq!(parse_head(&mut buf, &small).unwrap_err().kind(), ErrorKind::HeaderTooLarge);
+        // A method longer than any we could implement: 501.
+        let mut buf = BytesMut::from(format!("{} / HTTP/1.1\r\nHost: h\r\n\r\n", "M".repeat(40)).as_bytes());
+        assert_eq!(parse_head(&mut buf, &small).unwrap_err().kind(), ErrorKind::NotImplemented);
+    }
+
+    /// The size limits give the same answer whether the head is whole or
+    /// arrives a byte at a time: the method and target are measured, not
+    /// estimated from the request line (a long method with a target just
+    /// under the limit is served), and the target is judged before the head.
+    #[test]
+    fn size_limits_do_not_depend_on_how_the_head_arrives() {
+        let small = Limits { max_header_size: 256, max_uri_size: 64, max_headers: 8, ..Limits::default() };
+        let target = |n: usize| format!("/{}", "t".repeat(n - 1));
+        let cases = [
+            // A 30-byte method and a 64-byte target: within every limit.
+            (format!("{} {} HTTP/1.1\r\nHost: h\r\n\r\n", "M".repeat(30), target(64)), None),
+            (format!("GET {} HTTP/1.1\r\nHost: h\r\n\r\n", target(65)), Some(ErrorKind::UriTooLong)),
+            // Both the target and the head too long: the target decides.
+            (
+                format!("GET {} HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n", target(65), "v".repeat(300)),
+                Some(ErrorKind::UriTooLong),
+            ),
+            (
+                format!("GET {} HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n", target(64), "v".repeat(300)),
+                Some(ErrorKind::HeaderTooLarge),
+            ),
+            (format!("{} / HTTP/1.1\r\nHost: h\r\n\r\n", "M".repeat(33)), Some(ErrorKind::NotImplemented)),
+            // Empty lines before the request line are skipped, as httparse does.
+            (format!("\r\n\r\nGET {} HTTP/1.1\r\nHost: h\r\n\r\n", target(65)), Some(ErrorKind::UriTooLong)),
+        ];
+        for (raw, want) in cases {
+            let bytes = raw.as_bytes();
+            let whole = parse_head(&mut BytesMut::from(bytes), &small).map(|h| h.is_some()).map_err(|e| e.kind());
+            assert_eq!(whole, want.map_or(Ok(true), Err), "{raw:?} whole");
+            let mut buf = BytesMut::new();
+            let mut got = Ok(false);
+            for &b in bytes {
+                buf.extend_from_slice(&[b]);
+                got = parse_head(&mut buf, &small).map(|h| h.is_some()).map_err(|e| e.kind());
+                if got != Ok(false) {
+                    break;
+                }
+            }
+            assert_eq!(got, whole, "{raw:?} a byte at a time");
+        }
     }
 
     #[test]
