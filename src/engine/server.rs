@@ -162,7 +162,10 @@ fn raise_nofile_limit() {
 
 impl Server {
     /// Binds the listeners (or takes the ones a master passed, as worker
-    /// `launch.worker`) and starts one shard thread per configured shard.
+    /// `launch.worker`) and starts one shard thread per configured shard;
+    /// returns once every shard accepts. If one cannot start (no runtime
+    /// for its I/O driver, a panic while its handlers are built), the
+    /// others are stopped and that shard's error is returned.
     pub(crate) fn start(config: &Config, program: Program, devel: bool, launch: Launch) -> Result<Server> {
         raise_nofile_limit();
         let (request_log, log_thread) = start_logs(config, launch.console)?;
@@ -207,9 +210,10 @@ impl Server {
         let subscribers = Arc::new(program.subscribers);
         let limits = config.limits();
         let (exit_tx, exits) = unbounded();
-        let (started_tx, started) = unbounded();
+        let (report_tx, shard_reports) = unbounded();
         let peers = launch.worker.and_then(|worker| Peers::new(config, worker, count)).map(Arc::new);
         let mut shards = Vec::with_capacity(count);
+        let mut spawn_failure = None;
         for id in 0..count {
             let plan = ShardPlan {
                 info: ShardInfo { id, count },
@@ -227,16 +231,21 @@ impl Server {
                 admin: admin_addr.is_some().then(|| admin_factory.clone()),
                 admin_mount: config.admin.mount.clone(),
                 peers: peers.clone(),
-                started: started_tx.clone(),
+                started: report_tx.clone(),
             };
             let exit_tx = exit_tx.clone();
-            let handle = shard::spawn(plan, move |id, error| {
+            match shard::spawn(plan, move |id, error| {
                 let _ = exit_tx.send((id, error));
-            })
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start shard {id}: {e}")))?;
-            shards.push(handle);
+            }) {
+                Ok(handle) => shards.push(handle),
+                Err(e) => {
+                    // The shards already running are stopped below.
+                    spawn_failure = Some(format!("cannot start shard {id}: {e}"));
+                    break;
+                }
+            }
         }
-        drop(started_tx);
+        drop(report_tx);
         let shutdown = ShutdownHandle { bus: state.bus().clone(), started: Arc::new(OnceLock::new()) };
         // The shards hold the request log now; once they are gone its thread ends.
         drop(request_log);
@@ -254,7 +263,9 @@ impl Server {
         // Serving means every shard serves: a shard that cannot get its
         // runtime (`io = "uring"` where io_uring is refused) fails the start,
         // so a master reports it instead of restarting the worker forever.
-        if let Err(error) = await_shards(&started, count) {
+        let running = server.shards.len();
+        let outcome = spawn_failure.map_or_else(|| await_shards(&shard_reports, running), Err);
+        if let Err(error) = outcome {
             server.shutdown.shutdown();
             return Err(server.wait().err().unwrap_or_else(|| Error::new(ErrorKind::Internal, error)));
         }

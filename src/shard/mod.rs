@@ -81,7 +81,11 @@ pub(crate) fn spawn(
     let thread = std::thread::Builder::new().name(format!("skitai-shard-{id}")).spawn(move || {
         let _exit = ShardExit { state: plan.state.clone(), id };
         let started = plan.started.clone();
-        let result = run_shard(plan);
+        // A panic that escapes the shard (its set-up, or a task's) ends it
+        // with an error like any other failure, so the server neither waits
+        // for its start-up word nor for its exit in vain.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_shard(plan)))
+            .unwrap_or_else(|panic| Err(format!("shard {id} panicked: {}", ctx::panic_message(&*panic))));
         if let Err(error) = &result {
             // Read only while the server starts (a shard that failed later
             // already said it was up); nobody may be listening any more.
