@@ -48,6 +48,7 @@ def session(host, port):
             name + "_server": resp.getheader("Server", ""),
             name + "_type": resp.getheader("Content-Type", ""),
             name + "_te": resp.getheader("Transfer-Encoding", ""),
+            name + "_clen": resp.getheader("Content-Length", ""),
         })
         return data
 
