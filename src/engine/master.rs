@@ -196,6 +196,9 @@ pub(crate) fn run(config: Config, registrations: Registrations, invocation: Invo
         drop(pid_file);
         return Ok(code);
     }
+    // Every worker said it serves (its shards accept): from here on a
+    // worker that dies is restarted. Tools and tests wait for this line.
+    tracing::info!("{} master: {workers} worker(s) serving", master.config.name);
     if upgraded {
         // The workers serve: the instance is ours now.
         master.state.take_over();

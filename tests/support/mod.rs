@@ -438,6 +438,16 @@ impl Server {
                 );
             }
         }
+        // The worker listens; the master counts it as serving (and restarts
+        // it if it dies) once it has read the worker's ready byte.
+        let serving = |t: &str| t.contains(" worker(s) serving");
+        if !self.stderr.wait_for(START_TIMEOUT, serving) {
+            panic!(
+                "the master never said its workers serve within {START_TIMEOUT:?}\ncommand: {}\n--- stderr ---\n{}",
+                self.command,
+                self.stderr()
+            );
+        }
         self.addr = parse_listening(&self.stderr());
         if let Some(io) = self.io {
             self.assert_driver(io);
