@@ -274,6 +274,39 @@ both_drivers! {
 }
 
 both_drivers! {
+    /// A handler that answers without reading a body too long to skip
+    /// (1 MB by Content-Length, or chunked of unknown length): its response
+    /// says `Connection: close`, and the connection then closes. (It used to
+    /// promise keep-alive and close anyway, under a client that may already
+    /// have sent its next request on it.)
+    fn unread_long_body_answer_says_close(io) {
+        let server = hello(io).start();
+        for head in [
+            "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            let mut c = server.connect();
+            let first_piece = if head.contains("chunked") { "400\r\n" } else { "" };
+            c.send(format!("{head}{first_piece}{}", "x".repeat(1024)));
+            let r = c.read_response();
+            assert_eq!(r.body_str(), "Hello, World!", "{head:?}");
+            assert!(r.connection_has("close"), "{head:?}: {r:?}");
+            match c.closed_within(Duration::from_secs(10)) {
+                Ok(true) => {}
+                other => panic!("{head:?}: not closed after the answer ({other:?})"),
+            }
+        }
+        // A short unread body is skipped instead, and the connection kept.
+        let mut c = server.connect();
+        c.send("POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello");
+        let r = c.read_response();
+        assert!(!r.connection_has("close"), "{r:?}");
+        c.send(get("/"));
+        assert_eq!(c.read_response().body_str(), "Hello, World!");
+    }
+}
+
+both_drivers! {
     /// Content-Length upload echoed back with a Content-Length.
     fn content_length_echo(io) {
         let server = hello(io).start();

@@ -50,6 +50,9 @@ const FILE_READ_CHUNK: usize = 256 * 1024;
 /// Unread request body we are willing to read and discard to keep a
 /// connection alive; more than this and we close instead.
 const MAX_DRAIN: u64 = 256 * 1024;
+/// Answers encoded into the batch buffer before it is written, although
+/// more pipelined requests are waiting in the read buffer.
+const MAX_BATCH: usize = 64 * 1024;
 /// A read buffer that grew past this (a large head) is replaced when idle.
 const MAX_IDLE_READ_BUF: usize = 64 * 1024;
 
@@ -183,9 +186,10 @@ macro_rules! flush_while_pending {
         if !$conn.out.is_empty() {
             if let Poll::Ready(value) = std::future::poll_fn(|cx| Poll::Ready(answer.as_mut().poll(cx))).await {
                 early = Some(value);
-            } else {
-                // A failed write surfaces again at the next write, which ends the connection.
-                let _ = $conn.flush().await;
+            } else if let Err(e) = $conn.flush().await {
+                // The batch is gone (a stalled or failed write): answering
+                // on would send the next response after a cut-off one.
+                return Err(e);
             }
         }
         match early {
@@ -286,6 +290,12 @@ where
                 // usual case) has nothing to parse: go straight to the read.
                 if self.side.as_ref().is_some_and(|side| side.buf.is_empty()) {
                     break;
+                }
+                // Pipelined answers are written once they fill a batch, so
+                // a client that sends many requests and reads nothing holds
+                // at most this much of ours (and the socket buffers).
+                if self.out.len() >= MAX_BATCH {
+                    self.flush().await?;
                 }
                 match self.answer_next().await? {
                     None => break,
@@ -519,13 +529,10 @@ where
             }
             Err(body) => match body.try_into_file() {
                 Ok(file) => {
-                    let framing = encode::Framing::Length(file.len());
+                    let no_body = status_has_no_body(parts.status);
+                    let framing = if no_body { encode::Framing::None } else { encode::Framing::Length(file.len()) };
                     keep_alive = encode_head(parts.status, &parts.headers, framing, keep_alive, http10, &mut self.out);
-                    if is_head || status_has_no_body(parts.status) {
-                        Ok(())
-                    } else {
-                        Box::pin(self.write_file(file, &mut sent)).await
-                    }
+                    if is_head || no_body { Ok(()) } else { Box::pin(self.write_file(file, &mut sent)).await }
                 }
                 Err(body) => {
                     // An HTTP/1.0 client cannot take chunks: the body ends when we close.
@@ -663,6 +670,19 @@ where
             keep_alive = false;
         }
         keep_alive &= !self.shard.draining();
+        // A response that will not read the rest of the request body (one
+        // in memory or a file), where that rest is too long or of unknown
+        // length to skip afterwards: the connection closes after it, so
+        // this response says so (not keep-alive, then a close under a
+        // client that may already reuse the connection).
+        let body = response.body();
+        if keep_alive && (body.in_memory_len().is_some() || body.is_file()) {
+            let unskippable = slot
+                .borrow()
+                .as_ref()
+                .is_none_or(|side| !side.decoder.is_done() && side.decoder.remaining().is_none_or(|n| n > MAX_DRAIN));
+            keep_alive = !unskippable;
+        }
 
         let handled = exchange.answered_at();
         let status = response.status().as_u16();
