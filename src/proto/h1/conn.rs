@@ -186,10 +186,10 @@ macro_rules! flush_while_pending {
         if !$conn.out.is_empty() {
             if let Poll::Ready(value) = std::future::poll_fn(|cx| Poll::Ready(answer.as_mut().poll(cx))).await {
                 early = Some(value);
-            } else if let Err(e) = $conn.flush().await {
-                // The batch is gone (a stalled or failed write): answering
-                // on would send the next response after a cut-off one.
-                return Err(e);
+            } else {
+                // A failed flush lost its batch (a stalled or failed write):
+                // answering on would send the next response after a cut-off one.
+                $conn.flush().await?;
             }
         }
         match early {
