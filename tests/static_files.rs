@@ -1632,3 +1632,37 @@ both_drivers! {
         }
     }
 }
+
+both_drivers! {
+    /// `request_timeout` is the client's inactivity, not a deadline for a
+    /// whole body: a 32 MiB file served from memory (`cache_max_file`
+    /// raised) to a client that reads it steadily (64 KiB every 10 ms, about
+    /// 5 s in all, many times what the socket buffers hold) arrives whole
+    /// with a 2 s timeout. Each write is timed on its own; one timed write
+    /// of the whole body was cut off after 2 s.
+    fn slow_steady_reader_gets_a_large_body(io) {
+        use std::io::{Read, Write};
+        let s = Site::empty();
+        let big = test_bytes(32 << 20, 5);
+        s.file("big.bin", &big);
+        let config = "[server]\nrequest_timeout = 2\n[static]\ncache_size = \"128MiB\"\ncache_max_file = \"64MiB\"\ngzip = false\n";
+        let server = skitai(io).config(config).arg("--mount").arg(s.mount_flag("/")).start();
+        let mut stream = std::net::TcpStream::connect(server.addr()).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut got = Vec::with_capacity(big.len() + 1024);
+        let mut piece = vec![0u8; 64 * 1024];
+        loop {
+            match stream.read(&mut piece) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&piece[..n]),
+                Err(e) => panic!("read failed after {} bytes: {e}", got.len()),
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+        let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(got[head_end..] == big[..], "{} of {} body bytes", got.len() - head_end, big.len());
+    }
+}

@@ -50,6 +50,9 @@ const FILE_READ_CHUNK: usize = 256 * 1024;
 /// Unread request body we are willing to read and discard to keep a
 /// connection alive; more than this and we close instead.
 const MAX_DRAIN: u64 = 256 * 1024;
+/// A batch up to this size is written by one timed `write_all` (it almost
+/// always goes in one system call); a larger one a write at a time.
+const TIMED_WRITE_WHOLE: usize = 64 * 1024;
 /// Answers encoded into the batch buffer before it is written, although
 /// more pipelined requests are waiting in the read buffer.
 const MAX_BATCH: usize = 64 * 1024;
@@ -822,6 +825,11 @@ where
         if self.out.is_empty() {
             return Ok(());
         }
+        if self.out.len() > TIMED_WRITE_WHOLE {
+            // A large batch goes a write at a time, each timed on its own.
+            let out = std::mem::take(&mut self.out).freeze();
+            return self.write_bytes(out).await;
+        }
         let out = std::mem::take(&mut self.out);
         let timeout = self.shard.limits.request_timeout;
         match self.write_timer.limit(timeout, pin!(self.write.write_all(out))).await {
@@ -835,12 +843,23 @@ where
         }
     }
 
-    async fn write_bytes(&mut self, bytes: Bytes) -> Result<()> {
+    /// Writes `bytes` a system call at a time, each given `request_timeout`
+    /// on its own: the timeout is the client's inactivity, so a large body
+    /// to a slow but steady reader is not cut off for taking long overall.
+    async fn write_bytes(&mut self, mut bytes: Bytes) -> Result<()> {
         let timeout = self.shard.limits.request_timeout;
-        match self.write_timer.limit(timeout, self.write.write_all(bytes)).await {
-            Some((result, _)) => result.map(drop).map_err(Error::from),
-            None => Err(Error::new(ErrorKind::Timeout, "write stalled")),
+        while !bytes.is_empty() {
+            match self.write_timer.limit(timeout, self.write.write(bytes)).await {
+                Some((Ok(0), _)) => return Err(Error::new(ErrorKind::Io, "the connection took no more bytes")),
+                Some((Ok(n), rest)) => {
+                    bytes = rest;
+                    bytes::Buf::advance(&mut bytes, n);
+                }
+                Some((Err(e), _)) => return Err(e.into()),
+                None => return Err(Error::new(ErrorKind::Timeout, "write stalled")),
+            }
         }
+        Ok(())
     }
 
     /// Sends what is left, then closes gracefully: our side is shut for
