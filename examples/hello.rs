@@ -5,7 +5,9 @@
 //! - `/echo`         → echoes the request body, streaming (any method)
 //! - `/upload`       → reads the whole body, then answers `received N bytes`
 //! - `/panic`        → the handler panics; the client gets a 500, the shard lives on
-//!   (`?when=call`: before it returns its future; `?when=later`: after a wait)
+//!   (`?when=call`: before it returns its future; `?when=later`: after a wait;
+//!   `?when=body`: the handler answers, its streamed body panics at once;
+//!   `?when=midbody`: the body panics after its first chunk)
 //! - `/delay?ms=N`   → answers `done` after N milliseconds (for drain tests)
 //! - `/v1/...`       → JSON describing the mount (shows prefix stripping; `/v1` → 308)
 //! - `/push`         → text; over HTTP/2 it also pushes `/v1/pushed`
@@ -15,6 +17,7 @@
 //!
 //! Run: `cargo run --release --example hello -- --port 5000`; every skitai flag works.
 
+use futures_util::StreamExt;
 use skitai::prelude::*;
 
 /// mimalloc: measurably cheaper than glibc malloc for the per-request
@@ -66,6 +69,17 @@ fn main() {
                     panic!("this handler panics on purpose, before its future");
                 }
                 async move {
+                    if let Some(good) = match when.as_str() {
+                        "when=body" => Some(0),
+                        "when=midbody" => Some(1),
+                        _ => None,
+                    } {
+                        let chunks = futures_util::stream::iter(0..2).map(move |i| {
+                            assert!(i < good, "this response body panics on purpose");
+                            Ok::<_, skitai::Error>(&b"a chunk\n"[..])
+                        });
+                        return Response::new(Body::stream(chunks));
+                    }
                     if when == "when=later" {
                         monoio::time::sleep(std::time::Duration::from_millis(5)).await;
                     }

@@ -307,6 +307,36 @@ both_drivers! {
 }
 
 both_drivers! {
+    /// A response body whose stream panics: before its first chunk, the
+    /// client gets the answer pipelined ahead of it, then a 500, then a
+    /// close; after its first chunk, the head and that chunk, then a close
+    /// (the chunked body never ends, so the client sees it cut off). The
+    /// shard serves on.
+    fn panicking_response_body(io) {
+        let server = hello(io).start();
+        let mut c = server.connect();
+        c.send(format!("{}{}", get("/"), get("/panic?when=body")));
+        assert_eq!(c.read_response().body_str(), "Hello, World!");
+        let r = c.read_response();
+        assert_eq!(r.status, 500, "{r:?}");
+        c.expect_closed();
+
+        let mut raw = std::net::TcpStream::connect(server.addr()).expect("connect");
+        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        std::io::Write::write_all(&mut raw, get("/panic?when=midbody").as_bytes()).unwrap();
+        let mut bytes = Vec::new();
+        // Until the server closes (a reset counts too).
+        let _ = std::io::Read::read_to_end(&mut raw, &mut bytes);
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.starts_with("HTTP/1.1 200") && text.contains("a chunk"), "{text}");
+        assert!(!text.ends_with("0\r\n\r\n"), "the body was ended as if complete: {text}");
+        let mut c = server.connect();
+        c.send(get("/"));
+        assert_eq!(c.read_response().body_str(), "Hello, World!");
+    }
+}
+
+both_drivers! {
     /// Content-Length upload echoed back with a Content-Length.
     fn content_length_echo(io) {
         let server = hello(io).start();

@@ -878,6 +878,22 @@ fn forward_port_to_443_omits_port() {
 // ===========================================================================
 
 both_drivers! {
+    /// Over h2c, a response body whose stream panics before its first chunk
+    /// is a 500 on its own stream; a request beside it on the same
+    /// connection (nghttp multiplexes both) is answered, and so is the next
+    /// connection.
+    fn h2c_panicking_response_body_is_a_500(io) {
+        let server = hello(io).start();
+        let out = run_bounded(Command::new("nghttp").args(["-nv", &server.url("/panic?when=body"), &server.url("/")]));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "nghttp failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains(":status: 500") && text.contains(":status: 200"), "nghttp -nv:\n{text}");
+        let r = fetch(&["--http2-prior-knowledge", &server.url("/")]);
+        assert_eq!((r.status, r.body_str().as_str()), (200, HELLO), "{r:?}");
+    }
+}
+
+both_drivers! {
     /// h2c by prior knowledge (curl, nghttp) on the plain port, which still speaks
     /// HTTP/1.1; the same handlers and JSON, `server`/`date`/`content-length`, no
     /// connection-specific fields.

@@ -115,6 +115,21 @@ impl Body {
         }
     }
 
+    /// The next chunk, for the protocol writers: a panic inside the body's
+    /// stream becomes an error like any failed chunk (a 500 if nothing of
+    /// the response went out yet, else the response ends early), instead
+    /// of unwinding the connection's task with the answers queued on it.
+    pub(crate) async fn chunk_or_panic_error(&mut self) -> Option<Result<Bytes>> {
+        use futures_util::FutureExt;
+        match std::panic::AssertUnwindSafe(self.chunk()).catch_unwind().await {
+            Ok(next) => next,
+            Err(panic) => Some(Err(Error::new(
+                ErrorKind::Internal,
+                format!("response body panicked: {}", crate::shard::panic_message(&*panic)),
+            ))),
+        }
+    }
+
     /// The next chunk of the body; `None` once it is finished.
     pub async fn chunk(&mut self) -> Option<Result<Bytes>> {
         match &mut self.kind {

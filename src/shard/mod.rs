@@ -21,7 +21,7 @@ use monoio::blocking::DefaultThreadPool;
 use monoio::net::TcpListener;
 
 pub(crate) use bus::Control;
-pub(crate) use ctx::{AdminRoutes, Protocols, Route, ShardCtx, Site};
+pub(crate) use ctx::{AdminRoutes, Protocols, Route, ShardCtx, Site, panic_message};
 use services::{GlobalSubscriber, ShardServices};
 
 use crate::apps::static_files::StaticFiles;

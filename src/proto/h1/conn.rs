@@ -735,7 +735,7 @@ where
         // Pull the first chunk before committing to a status: if the body
         // fails at once (a malformed upload being echoed, say), the
         // client can still get a proper error response.
-        let first = if is_head || no_body { None } else { body.chunk().await };
+        let first = if is_head || no_body { None } else { body.chunk_or_panic_error().await };
         let first = match first {
             Some(Err(e)) => {
                 let error = Error::new(e.kind(), format!("response body failed: {e}"));
@@ -765,7 +765,7 @@ where
         }
         let mut next = first.map(Ok);
         if next.is_none() {
-            next = body.chunk().await;
+            next = body.chunk_or_panic_error().await;
         }
         while let Some(chunk) = next {
             let chunk = chunk.map_err(|e| Error::new(e.kind(), format!("response body failed: {e}")))?;
@@ -782,7 +782,7 @@ where
                 self.write_bytes(chunk).await?;
                 *sent += len;
             }
-            next = body.chunk().await;
+            next = body.chunk_or_panic_error().await;
         }
         match framing {
             encode::Framing::Chunked => self.out.put_slice(LAST_CHUNK),

@@ -442,7 +442,7 @@ async fn try_send(respond: &mut impl Respond, response: Response, is_head: bool,
             let mut ended = skip_body;
             if !skip_body {
                 let mut taken = 0;
-                let mut next = body.chunk().await;
+                let mut next = body.chunk_or_panic_error().await;
                 loop {
                     match next {
                         Some(Ok(chunk)) => {
@@ -462,7 +462,7 @@ async fn try_send(respond: &mut impl Respond, response: Response, is_head: bool,
                     if taken >= LOOKAHEAD || body.is_file() {
                         break;
                     }
-                    match futures_util::FutureExt::now_or_never(body.chunk()) {
+                    match futures_util::FutureExt::now_or_never(body.chunk_or_panic_error()) {
                         Some(chunk) => next = chunk,
                         None => break,
                     }
@@ -476,7 +476,7 @@ async fn try_send(respond: &mut impl Respond, response: Response, is_head: bool,
                     *sent += len;
                 }
                 if !ended {
-                    while let Some(chunk) = body.chunk().await {
+                    while let Some(chunk) = body.chunk_or_panic_error().await {
                         let chunk = chunk?;
                         let len = chunk.len() as u64;
                         send_data(&mut stream, chunk, false).await?;
