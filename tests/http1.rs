@@ -457,6 +457,38 @@ both_drivers! {
 }
 
 both_drivers! {
+    /// The 100 is sent only when the body is asked for. A handler that
+    /// reads the whole body first (`/upload`) gets it after a 100; a
+    /// request answered without its body (a 404, or `/` which ignores it)
+    /// gets its final response with no 100 before it, and `Connection:
+    /// close` (the client, never invited, may not send the body at all).
+    fn expect_100_continue_only_when_the_body_is_read(io) {
+        let server = hello(io).start();
+        let mut c = server.connect();
+        c.send("POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+        let interim = c.read_response();
+        assert_eq!(interim.status, 100, "{interim:?}");
+        c.send("hello");
+        let r = c.read_response();
+        assert_eq!((r.status, r.body_str().as_str()), (200, "received 5 bytes"), "{r:?}");
+        assert!(!r.connection_has("close"), "{r:?}");
+        for (path, status) in [("/no/such/page", 404), ("/", 200)] {
+            let mut c = server.connect();
+            c.send(format!(
+                "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n"
+            ));
+            let r = c.read_response();
+            assert_eq!(r.status, status, "POST {path}: a final response, no 100 first: {r:?}");
+            assert!(r.connection_has("close"), "POST {path}: {r:?}");
+            match c.closed_within(Duration::from_secs(10)) {
+                Ok(true) => {}
+                other => panic!("POST {path}: not closed after the answer ({other:?})"),
+            }
+        }
+    }
+}
+
+both_drivers! {
     /// `Expect: 100-continue` with a too-large Content-Length: 413 without a 100, then close.
     fn expect_100_too_large(io) {
         let server = hello(io).config(SMALL_LIMITS).start();

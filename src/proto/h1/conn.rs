@@ -136,11 +136,32 @@ impl<R: AsyncReadRent> ReadSide<R> {
 struct H1Body<R> {
     slot: Rc<RefCell<Option<ReadSide<R>>>>,
     timeout: Duration,
+    /// Where the request's `100 Continue` stands (shared with the connection).
+    expect: Rc<std::cell::Cell<Continue>>,
+}
+
+/// The `100 Continue` a request with `Expect: 100-continue` is owed. It is
+/// sent only once the body is asked for: a request refused or answered
+/// without its body (a 404, a 401, a 503 under load) never invites the
+/// upload (RFC 9110 §10.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Continue {
+    /// No `Expect: 100-continue`, or the 100 went out.
+    Settled,
+    /// Owed, the body not asked for yet.
+    Owed,
+    /// The handler asked for the body: the connection sends the 100.
+    Wanted,
 }
 
 impl<R: AsyncReadRent + 'static> BodySource for H1Body<R> {
     fn next_chunk(&mut self) -> LocalBoxFuture<'_, Option<Result<Bytes>>> {
         Box::pin(async move {
+            if self.expect.get() == Continue::Owed {
+                // The read below waits for a body the client sends only
+                // after the 100, which the connection now writes.
+                self.expect.set(Continue::Wanted);
+            }
             let Some(mut side) = self.slot.borrow_mut().take() else {
                 return Some(Err(Error::new(ErrorKind::Internal, "request body read after the response was sent")));
             };
@@ -654,17 +675,53 @@ where
         side.failure = None;
         side.body_received = 0;
         let slot = Rc::new(RefCell::new(Some(side)));
-        *request.body_mut() = Body::incoming(Box::new(H1Body { slot: slot.clone(), timeout: limits.request_timeout }));
-        if expect_continue {
-            // Sent only now that the size check passed.
-            self.out.put_slice(CONTINUE);
-            self.flush().await?;
-        }
+        // A `100 Continue` (the size check passed) is sent when the body is
+        // first asked for, not before: see `Continue`.
+        let expect = Rc::new(std::cell::Cell::new(if expect_continue { Continue::Owed } else { Continue::Settled }));
+        *request.body_mut() = Body::incoming(Box::new(H1Body {
+            slot: slot.clone(),
+            timeout: limits.request_timeout,
+            expect: expect.clone(),
+        }));
 
         // Not `flush_while_pending!`: a client that sends the whole body
         // before reading could stall a flush of earlier answers while
-        // nobody reads the body.
-        let mut response = shard.dispatch(request, self.peer, accept.as_ref(), self.site, &mut exchange).await;
+        // nobody reads the body. Polled by hand to send the 100 when the
+        // handler, waiting, has asked for the body.
+        let mut response = {
+            let mut dispatch = pin!(shard.dispatch(request, self.peer, accept.as_ref(), self.site, &mut exchange));
+            loop {
+                let step = std::future::poll_fn(|cx| match dispatch.as_mut().poll(cx) {
+                    Poll::Ready(response) => Poll::Ready(Some(response)),
+                    Poll::Pending if expect.get() == Continue::Wanted => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                })
+                .await;
+                match step {
+                    Some(response) => break response,
+                    None => {
+                        expect.set(Continue::Settled);
+                        self.out.put_slice(CONTINUE);
+                        self.flush().await?;
+                    }
+                }
+            }
+        };
+        if expect.get() == Continue::Owed {
+            let body = response.body();
+            if body.in_memory_len().is_some() || body.is_file() {
+                // Answered without the body: the client may never send it
+                // (it was waiting for a 100), so the connection cannot be
+                // reused; the response says so.
+                keep_alive = false;
+            } else {
+                // A streamed response (an echo, say) may read the body:
+                // invite it before the response is pulled.
+                expect.set(Continue::Settled);
+                self.out.put_slice(CONTINUE);
+                self.flush().await?;
+            }
+        }
 
         // A body that failed (too large, malformed, timed out) decides the
         // answer: the handler saw an error, the client gets the status.
