@@ -878,6 +878,39 @@ fn forward_port_to_443_omits_port() {
 // ===========================================================================
 
 both_drivers! {
+    /// An idle h2c connection whose client never answers (not the GOAWAY's
+    /// PING, not anything) is dropped a grace after the GOAWAY: here
+    /// `keep_alive = 1`, so about 2 s; it used to stay open for good.
+    fn h2c_silent_client_is_dropped_after_goaway(io) {
+        use std::io::{Read, Write};
+        let server = hello(io).config("[server]\nkeep_alive = 1\n").start();
+        let mut stream = std::net::TcpStream::connect(server.addr()).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        // The preface and an empty SETTINGS frame; then silence.
+        stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("the connection was not dropped within 20 s ({e}); {} bytes came", seen.len()),
+            }
+        }
+        // Frame types seen: SETTINGS (4), and GOAWAY (7) before the close.
+        let mut types = Vec::new();
+        let mut at = 0;
+        while at + 9 <= seen.len() {
+            let len = (usize::from(seen[at]) << 16) | (usize::from(seen[at + 1]) << 8) | usize::from(seen[at + 2]);
+            types.push(seen[at + 3]);
+            at += 9 + len;
+        }
+        assert!(types.contains(&7), "no GOAWAY before the close; frame types {types:?}");
+    }
+}
+
+both_drivers! {
     /// Over h2c, a response body whose stream panics before its first chunk
     /// is a 500 on its own stream; a request beside it on the same
     /// connection (nghttp multiplexes both) is answered, and so is the next

@@ -132,6 +132,9 @@ async fn serve_upgraded(
 ) {
     let h1::H2cUpgrade { read, write, mut buffered, request_frame } = upgrade;
     let Ok(mut stream) = read.reunite(write) else { return };
+    // One deadline for the whole client start, not one per read: a start
+    // trickled in a byte at a time still ends at `header_timeout`.
+    let deadline = monoio::time::Instant::now() + shard.limits.header_timeout;
     let at = loop {
         match h2::upgrade::injection_point(&buffered) {
             Ok(Some(at)) => break at,
@@ -145,7 +148,7 @@ async fn serve_upgraded(
             buffered.reserve(FIRST_READ_SIZE);
         }
         let (len, cap) = (buffered.len(), buffered.capacity());
-        let read = monoio::time::timeout(shard.limits.header_timeout, stream.read(buffered.slice_mut(len..cap))).await;
+        let read = monoio::time::timeout_at(deadline, stream.read(buffered.slice_mut(len..cap))).await;
         let Ok((result, slice)) = read else { return };
         buffered = slice.into_inner();
         match result {

@@ -39,6 +39,9 @@ const LOOKAHEAD: usize = 256 * 1024;
 
 /// Largest piece of a response body handed to `h2` at once.
 const MAX_DATA_CHUNK: usize = 64 * 1024;
+/// Longest wait, after a GOAWAY with no stream left open, for the client to
+/// acknowledge it before the connection is dropped (`keep_alive` if shorter).
+const GOAWAY_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves one HTTP/2 connection until it closes.
 pub(crate) async fn serve<IO>(io: IO, peer: SocketAddr, shard: Rc<ShardCtx>, key: usize)
@@ -70,6 +73,7 @@ where
     };
     let active = Rc::new(Cell::new(0usize));
     let mut closing = false;
+    let goaway_grace = limits.keep_alive.min(GOAWAY_GRACE);
     // One timer for the connection's life, not one per stream: it ticks every
     // `keep_alive`, and a tick that finds no open stream and no new one since
     // the last tick closes the connection.
@@ -80,7 +84,17 @@ where
             let accept = std::pin::pin!(conn.accept());
             let stop = std::pin::pin!(async {
                 if closing {
-                    std::future::pending::<()>().await;
+                    // The GOAWAY went out: open streams finish, then the
+                    // client has a grace to acknowledge it (h2 waits for the
+                    // answer to its PING), after which the connection is
+                    // dropped: a client that never answers held it forever.
+                    loop {
+                        idle_tick.as_mut().await;
+                        if active.get() == 0 {
+                            return;
+                        }
+                        idle_tick.as_mut().reset(monoio::time::Instant::now() + goaway_grace);
+                    }
                 }
                 let idle = async {
                     loop {
@@ -112,10 +126,13 @@ where
                 break;
             }
             Some(None) => break,
+            // The grace after the GOAWAY has passed with no stream open.
+            None if closing => break,
             None => {
                 // Draining or idle: GOAWAY with the last stream id; open streams finish.
                 conn.graceful_shutdown();
                 closing = true;
+                idle_tick.as_mut().reset(monoio::time::Instant::now() + goaway_grace);
             }
         }
     }

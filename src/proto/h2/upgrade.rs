@@ -87,6 +87,10 @@ fn is_connection_specific(name: &HeaderName, connection_tokens: &[String]) -> bo
     ) || connection_tokens.iter().any(|t| t == name.as_str())
 }
 
+/// The largest frame payload a peer may send before our SETTINGS say
+/// otherwise (RFC 9113 §4.2).
+const DEFAULT_MAX_FRAME_SIZE: usize = 16_384;
+
 /// Where, in what the client sent after the 101, the injected frame goes:
 /// after the preface and the first (SETTINGS) frame. `Ok(None)`: need more
 /// bytes; `Err(())`: not an HTTP/2 client start.
@@ -104,6 +108,12 @@ pub(crate) fn injection_point(buf: &[u8]) -> Result<Option<usize>, ()> {
         return Err(());
     }
     let len = (usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]);
+    // A SETTINGS frame is whole 6-byte settings within the default maximum
+    // frame size (RFC 9113 §6.5): a claimed 16 MiB is refused now, not
+    // waited for and buffered.
+    if len > DEFAULT_MAX_FRAME_SIZE || len % 6 != 0 {
+        return Err(());
+    }
     let end = preface.len() + 9 + len;
     Ok((buf.len() >= end).then_some(end))
 }
@@ -209,5 +219,16 @@ mod tests {
         let mut not_settings = super::super::PREFACE.to_vec();
         not_settings.extend_from_slice(&[0, 0, 0, HEADERS, 0, 0, 0, 0, 1]);
         assert_eq!(injection_point(&not_settings), Err(()));
+        // A SETTINGS frame claiming more than the default frame size, or a
+        // length that is not whole settings, is refused at its header.
+        for header in [[0xff, 0xff, 0xff], [0, 0x40, 0x02], [0, 0, 5]] {
+            let mut buf = super::super::PREFACE.to_vec();
+            buf.extend_from_slice(&header);
+            buf.extend_from_slice(&[SETTINGS, 0, 0, 0, 0, 0]);
+            assert_eq!(injection_point(&buf), Err(()), "{header:?}");
+        }
+        let mut largest = super::super::PREFACE.to_vec();
+        largest.extend_from_slice(&[0, 0x3f, 0xfc, SETTINGS, 0, 0, 0, 0, 0]);
+        assert_eq!(injection_point(&largest), Ok(None), "16380 bytes of settings may still come");
     }
 }
