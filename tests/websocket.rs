@@ -1168,3 +1168,47 @@ both_drivers! {
         member_thread.join().unwrap();
     }
 }
+
+/// Resident memory of process `pid`, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS in kB")
+}
+
+both_drivers! {
+    /// A client that floods 125-byte pings (60 MB of them) and reads
+    /// nothing is owed one pong, the latest, not one per ping: the server's
+    /// resident memory stays flat (it grew by ~50 MB when each ping queued
+    /// its own pong). The server still answers a ping once the client reads.
+    fn ping_flood_queues_one_pong(io) {
+        let server = ws_lab(io).start();
+        let pid = server.serving_pid();
+        let mut ws = open(server.addr(), "/echo");
+        let before = rss_kib(pid);
+        let one = client_frame(FIN | PING, &[b'p'; 125]);
+        let flood = one.repeat(60_000_000 / one.len());
+        let mut writer = ws.stream.try_clone().unwrap();
+        let sending = thread::spawn(move || writer.write_all(&flood));
+        let mut peak = before;
+        for _ in 0..40 {
+            thread::sleep(Duration::from_millis(50));
+            peak = peak.max(rss_kib(pid));
+        }
+        sending.join().expect("writer thread").expect("the flood was written");
+        assert!(peak < before + 16 * 1024, "resident memory grew from {before} KiB to {peak} KiB");
+        // Reading now: pongs come (at least the latest), all with the ping's payload.
+        ws.send(&client_frame(FIN | PING, b"last"));
+        let mut pongs = 0;
+        loop {
+            let frame = ws.read_frame_within(Duration::from_secs(10)).expect("a pong");
+            assert_eq!(frame.opcode, PONG, "{frame:?}");
+            pongs += 1;
+            if frame.payload == b"last" {
+                break;
+            }
+            assert_eq!(frame.payload, vec![b'p'; 125]);
+        }
+        assert!(pongs < 200_000, "{pongs} pongs for the flood");
+    }
+}

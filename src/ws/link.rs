@@ -32,6 +32,10 @@ const COMPRESS_MIN: usize = 64;
 pub(crate) struct Link {
     /// Encoded frames the writer has not taken yet.
     out: RefCell<BytesMut>,
+    /// The pong owed for the latest ping, until the writer takes it. Only
+    /// the latest ping is answered (RFC 6455 §5.5.3), so a client that
+    /// floods pings and reads nothing is owed one pong, not one per ping.
+    pong: RefCell<Option<Vec<u8>>>,
     queue_limit: usize,
     overflow: Overflow,
     deflater: RefCell<Option<Deflater>>,
@@ -74,6 +78,7 @@ impl Link {
     pub(crate) fn new(queue_limit: usize, overflow: Overflow, deflater: Option<Deflater>) -> Link {
         Link {
             out: RefCell::new(BytesMut::new()),
+            pong: RefCell::new(None),
             queue_limit,
             overflow,
             deflater: RefCell::new(deflater),
@@ -210,6 +215,11 @@ impl Link {
         if self.is_closed() {
             return;
         }
+        if opcode == OpCode::Pong {
+            *self.pong.borrow_mut() = Some(payload[..payload.len().min(MAX_CONTROL_PAYLOAD)].to_vec());
+            self.wake();
+            return;
+        }
         let mut out = self.out.borrow_mut();
         frame::encode(opcode, true, false, &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)], &mut out);
         drop(out);
@@ -219,14 +229,21 @@ impl Link {
     /// Takes the queued frames into `spare` (emptied), leaving `spare`'s
     /// buffer in the queue; the flag says whether our close frame is among them.
     pub(crate) fn take_out(&self, spare: BytesMut) -> (BytesMut, bool) {
-        let batch = std::mem::replace(&mut *self.out.borrow_mut(), spare);
+        let mut batch = std::mem::replace(&mut *self.out.borrow_mut(), spare);
+        // The owed pong goes with the batch, unless a close is on its way
+        // (nothing may follow our close frame).
+        if let Some(payload) = self.pong.borrow_mut().take() {
+            if self.close_queued.borrow().is_none() {
+                frame::encode(OpCode::Pong, true, false, &payload, &mut batch);
+            }
+        }
         let close_in_batch = self.close_queued.borrow().is_some() && !self.close_written.get();
         (batch, close_in_batch)
     }
 
     /// True when frames wait for the writer.
     pub(crate) fn has_out(&self) -> bool {
-        !self.out.borrow().is_empty()
+        !self.out.borrow().is_empty() || self.pong.borrow().is_some()
     }
 
     /// True once the close handshake is done (or cannot finish): the writer stops.
