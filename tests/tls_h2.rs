@@ -878,6 +878,29 @@ fn forward_port_to_443_omits_port() {
 // ===========================================================================
 
 both_drivers! {
+    /// HTTP/2 requests are held to the same target and field-count limits
+    /// as HTTP/1.1: a target over `max_uri_size` is 414 and more fields than
+    /// `max_headers` is 431, on their own streams (the connection serves on).
+    fn h2c_uri_and_header_count_limits(io) {
+        let server = hello(io).config("[server]\nmax_uri_size = 1024\nmax_headers = 10\n").start();
+        let long = server.url(&format!("/{}", "u".repeat(1500)));
+        let r = fetch(&["--http2-prior-knowledge", &long]);
+        assert_eq!(r.status, 414, "{r:?}");
+        let mut args = vec!["--http2-prior-knowledge".to_owned()];
+        for i in 0..12 {
+            args.push("-H".to_owned());
+            args.push(format!("x-field-{i}: v"));
+        }
+        args.push(server.url("/"));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = fetch(&refs);
+        assert_eq!(r.status, 431, "{r:?}");
+        let r = fetch(&["--http2-prior-knowledge", &server.url("/")]);
+        assert_eq!((r.status, r.body_str().as_str()), (200, HELLO), "{r:?}");
+    }
+}
+
+both_drivers! {
     /// An idle h2c connection whose client never answers (not the GOAWAY's
     /// PING, not anything) is dropped a grace after the GOAWAY: here
     /// `keep_alive = 1`, so about 2 s; it used to stay open for good.

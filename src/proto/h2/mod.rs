@@ -180,6 +180,23 @@ impl Stream {
             txn: None,
         };
         let mut exchange = shard.exchange(Site::Main, self.peer, head);
+        // The same limits as over HTTP/1.1 (`max_header_list_size` bounds
+        // the decoded fields' bytes; these bound the target and the count).
+        let target_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+        let refused = if target_len > limits.max_uri_size {
+            Some(StatusCode::URI_TOO_LONG)
+        } else if parts.headers.len() > limits.max_headers {
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        } else {
+            None
+        };
+        if let Some(status) = refused {
+            let response = error_response(status, accept.as_ref(), None);
+            let handled = Tick::now();
+            let sent = send(&mut respond, response, is_head).await;
+            exchange.finish(status.as_u16(), 0, sent, handled);
+            return;
+        }
         let declared =
             parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limits.max_upload_size) {
