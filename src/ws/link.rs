@@ -32,10 +32,12 @@ const COMPRESS_MIN: usize = 64;
 pub(crate) struct Link {
     /// Encoded frames the writer has not taken yet.
     out: RefCell<BytesMut>,
-    /// The pong owed for the latest ping, until the writer takes it. Only
-    /// the latest ping is answered (RFC 6455 §5.5.3), so a client that
-    /// floods pings and reads nothing is owed one pong, not one per ping.
-    pong: RefCell<Option<Vec<u8>>>,
+    /// The pong owed, until the writer takes it: where in `out` the first
+    /// unanswered ping's pong belongs (frames queued after that ping follow
+    /// it), and the latest ping's payload. Only the latest ping is answered
+    /// (RFC 6455 §5.5.3), so a client that floods pings and reads nothing
+    /// is owed one pong, not one per ping.
+    pong: RefCell<Option<(usize, Vec<u8>)>>,
     queue_limit: usize,
     overflow: Overflow,
     deflater: RefCell<Option<Deflater>>,
@@ -216,7 +218,11 @@ impl Link {
             return;
         }
         if opcode == OpCode::Pong {
-            *self.pong.borrow_mut() = Some(payload[..payload.len().min(MAX_CONTROL_PAYLOAD)].to_vec());
+            let payload = payload[..payload.len().min(MAX_CONTROL_PAYLOAD)].to_vec();
+            let mut pong = self.pong.borrow_mut();
+            let at = pong.as_ref().map_or_else(|| self.out.borrow().len(), |(at, _)| *at);
+            *pong = Some((at, payload));
+            drop(pong);
             self.wake();
             return;
         }
@@ -230,11 +236,14 @@ impl Link {
     /// buffer in the queue; the flag says whether our close frame is among them.
     pub(crate) fn take_out(&self, spare: BytesMut) -> (BytesMut, bool) {
         let mut batch = std::mem::replace(&mut *self.out.borrow_mut(), spare);
-        // The owed pong goes with the batch, unless a close is on its way
-        // (nothing may follow our close frame).
-        if let Some(payload) = self.pong.borrow_mut().take() {
+        // The owed pong goes into the batch where it was first owed, unless
+        // a close is on its way (nothing may follow our close frame).
+        if let Some((at, payload)) = self.pong.borrow_mut().take() {
             if self.close_queued.borrow().is_none() {
+                let at = at.min(batch.len());
+                let tail = batch.split_off(at);
                 frame::encode(OpCode::Pong, true, false, &payload, &mut batch);
+                batch.unsplit(tail);
             }
         }
         let close_in_batch = self.close_queued.borrow().is_some() && !self.close_written.get();
