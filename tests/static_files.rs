@@ -1591,13 +1591,6 @@ both_drivers! {
     }
 }
 
-/// Resident memory of process `pid`, KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
-    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS in kB")
-}
-
 both_drivers! {
     /// 200 pipelined requests for a cached 60 KiB file in one write, from a
     /// client that then reads nothing for a while: the answers go out in

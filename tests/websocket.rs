@@ -1169,13 +1169,6 @@ both_drivers! {
     }
 }
 
-/// Resident memory of process `pid`, KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
-    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS in kB")
-}
-
 both_drivers! {
     /// A client that floods 125-byte pings (60 MB of them) and reads
     /// nothing is owed one pong, the latest, not one per ping: the server's

@@ -102,6 +102,12 @@ impl Body {
         }
     }
 
+    /// True when the body is already made (empty, bytes in memory, or a
+    /// file): sending it reads nothing else, such as the request's body.
+    pub(crate) fn is_ready_made(&self) -> bool {
+        matches!(self.kind, Kind::Empty | Kind::Full(_) | Kind::File(_))
+    }
+
     /// True for a file body (reading ahead of need would start a disk read).
     pub(crate) fn is_file(&self) -> bool {
         matches!(self.kind, Kind::File(_))

@@ -60,9 +60,9 @@ impl Typed {
         let bytes = value.as_bytes();
         // The lengths differ: one address comparison at most.
         let kind = match bytes.len() {
-            25 => Typed::TextPlain,
-            24 => Typed::TextHtml,
-            16 => Typed::Json,
+            n if n == Typed::TextPlain.value().len() => Typed::TextPlain,
+            n if n == Typed::TextHtml.value().len() => Typed::TextHtml,
+            n if n == Typed::Json.value().len() => Typed::Json,
             _ => return None,
         };
         (std::ptr::eq(bytes, kind.value().as_bytes()) && !value.is_sensitive()).then_some(kind)

@@ -393,6 +393,13 @@ fn deny_io_uring_setup() -> io::Result<()> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "deny_io_uring: no seccomp filter for this architecture"))
 }
 
+/// Resident memory of process `pid`, KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS in kB")
+}
+
 /// A running server process; killed (SIGKILL) on drop if still alive.
 pub struct Server {
     child: Child,

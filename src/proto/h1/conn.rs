@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::future::LocalBoxFuture;
 use http::header::HeaderValue;
 use http::{Method, StatusCode, Version};
@@ -699,17 +699,14 @@ where
                 .await;
                 match step {
                     Some(response) => break response,
-                    None => {
-                        expect.set(Continue::Settled);
-                        self.out.put_slice(CONTINUE);
-                        self.flush().await?;
-                    }
+                    None => self.send_continue(&expect).await?,
                 }
             }
         };
+        // A body in memory or a file cannot read the rest of the request's.
+        let ready_made = response.body().is_ready_made();
         if expect.get() == Continue::Owed {
-            let body = response.body();
-            if body.in_memory_len().is_some() || body.is_file() {
+            if ready_made {
                 // Answered without the body: the client may never send it
                 // (it was waiting for a 100), so the connection cannot be
                 // reused; the response says so.
@@ -717,9 +714,7 @@ where
             } else {
                 // A streamed response (an echo, say) may read the body:
                 // invite it before the response is pulled.
-                expect.set(Continue::Settled);
-                self.out.put_slice(CONTINUE);
-                self.flush().await?;
+                self.send_continue(&expect).await?;
             }
         }
 
@@ -735,8 +730,7 @@ where
         // length to skip afterwards: the connection closes after it, so
         // this response says so (not keep-alive, then a close under a
         // client that may already reuse the connection).
-        let body = response.body();
-        if keep_alive && (body.in_memory_len().is_some() || body.is_file()) {
+        if keep_alive && ready_made {
             let unskippable = slot
                 .borrow()
                 .as_ref()
@@ -900,6 +894,13 @@ where
         }
     }
 
+    /// Writes the `100 Continue` a request was owed and marks it sent.
+    async fn send_continue(&mut self, expect: &std::cell::Cell<Continue>) -> Result<()> {
+        expect.set(Continue::Settled);
+        self.out.put_slice(CONTINUE);
+        self.flush().await
+    }
+
     /// Writes `bytes` a system call at a time, each given `request_timeout`
     /// on its own: the timeout is the client's inactivity, so a large body
     /// to a slow but steady reader is not cut off for taking long overall.
@@ -910,7 +911,7 @@ where
                 Some((Ok(0), _)) => return Err(Error::new(ErrorKind::Io, "the connection took no more bytes")),
                 Some((Ok(n), rest)) => {
                     bytes = rest;
-                    bytes::Buf::advance(&mut bytes, n);
+                    bytes.advance(n);
                 }
                 Some((Err(e), _)) => return Err(e.into()),
                 None => return Err(Error::new(ErrorKind::Timeout, "write stalled")),
